@@ -1,0 +1,161 @@
+"""``create_app``: the Starlette application, its lifespan state and error handling.
+
+Request path::
+
+    client ─HTTP─> PrefixMiddleware (any ".../api/v1" prefix -> "/api/v1")
+                   -> Router: /identity/token, /search/..., /catalog/..., /api/v1/{backends,jobs,instances}
+                   -> handler (api/routes/*.py) -> JobStore (Redis) -> arq queue -> worker
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from arq.connections import ArqRedis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api import auth
+from api.responses import MsgspecResponse, error_response
+from api.routes import backends, instances, jobs
+from api.state import AppState
+from shared import keys
+from shared.backends import BackendCatalog
+from shared.errors import MORE_INFO, ApiError
+from shared.queue import connect
+from shared.settings import Settings, load_settings
+from shared.store import JobStore
+
+logger = logging.getLogger("qrs.api")
+
+API_PREFIX = "/api/v1"
+
+
+class PrefixMiddleware:
+    """Serves the runtime API under any path prefix that ends in ``/api/v1``.
+
+    The client keeps a ``QISKIT_IBM_URL`` verbatim only when it contains ``experimental``
+    (PROTOCOL.md §1), so ``/experimental/api/v1/jobs`` must reach the same handler as
+    ``/api/v1/jobs``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            cut = path.find(API_PREFIX + "/")
+            if cut > 0:
+                scope = dict(scope, path=path[cut:], root_path=scope.get("root_path", ""))
+        await self.app(scope, receive, send)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    body = {
+        "errors": [{"code": code, "message": str(exc.detail), "more_info": MORE_INFO}],
+        "trace": uuid.uuid4().hex,
+    }
+    return MsgspecResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    trace = uuid.uuid4().hex
+    logger.exception("unhandled error, trace %s", trace, exc_info=exc)
+    body = {
+        "errors": [{"code": "internal_error", "message": "Internal server error.", "more_info": MORE_INFO}],
+        "trace": trace,
+    }
+    return MsgspecResponse(body, status_code=500)
+
+
+async def shared_jwt_secret(settings: Settings, pool: ArqRedis) -> str:
+    """The configured secret, or one random secret stored once in Redis for every API process."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    await pool.set(keys.JWT_SECRET, secrets.token_hex(32), nx=True)
+    value = await pool.get(keys.JWT_SECRET)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def health(request: Request) -> Response:
+    """``GET /health``: the process is up."""
+    return MsgspecResponse({"status": "ok"})
+
+
+def create_app(
+    settings: Settings | None = None,
+    pool: ArqRedis | None = None,
+    *,
+    background: Callable[[ArqRedis], contextlib.AbstractAsyncContextManager[None]] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> Starlette:
+    """The API application.
+
+    Args:
+        settings: configuration; read from the environment when omitted.
+        pool: an existing Redis pool (the embedded server shares one with its worker); when
+            omitted the lifespan connects to ``settings.redis_url`` and closes it at shutdown.
+        background: entered for the app's lifetime with the pool (the embedded worker).
+        on_ready: called once start-up is complete (prints the client recipe).
+    """
+    settings = settings or load_settings()
+    catalog = BackendCatalog()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
+        own_pool = pool is None
+        redis = pool if pool is not None else await connect(settings.redis_url)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if background is not None:
+                    await stack.enter_async_context(background(redis))
+                state: AppState = {
+                    "settings": settings,
+                    "pool": redis,
+                    "store": JobStore(redis),
+                    "catalog": catalog,
+                    "jwt_secret": await shared_jwt_secret(settings, redis),
+                }
+                if on_ready is not None:
+                    on_ready()
+                yield state
+        finally:
+            if own_pool:
+                await redis.aclose()
+
+    runtime_routes = backends.routes + jobs.routes + instances.routes
+    routes = [
+        Route("/health", health),
+        Route("/identity/token", auth.issue_token, methods=["POST"]),
+        Route("/search/v3/resources/search", auth.search_resources, methods=["POST"]),
+        Route("/v3/resources/search", auth.search_resources, methods=["POST"]),
+        Route("/catalog/{plan_id}", auth.catalog_plan),
+        Mount(API_PREFIX, routes=runtime_routes),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )
+    app.add_middleware(PrefixMiddleware)
+    return app

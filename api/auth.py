@@ -1,0 +1,121 @@
+"""Authentication: the IAM token exchange, Global Search and Catalog, and per-request checks.
+
+Mirrors the three IBM Cloud services the client calls before the runtime API (PROTOCOL.md §2):
+
+* ``POST /identity/token`` (IAM): an API key in a form body becomes an HS256 JWT with integer
+  ``exp``/``iat`` (the client refuses tokens without them and then stalls 60 s per call).
+* ``POST /search/v3/resources/search`` (Global Search): the instances the key may use.
+* ``GET /catalog/{plan_id}`` (Global Catalog): the plan name and pricing type of an instance.
+
+Runtime calls carry ``Authorization: Bearer <JWT>`` (verified: signature and expiry) or, when
+the client fell back, ``Authorization: apikey <key>``. The instance is the ``Service-CRN`` header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from urllib.parse import parse_qs
+
+import jwt
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.responses import MsgspecResponse
+from shared.errors import InvalidRequest, NotAuthorized
+
+PLAN_ID = "qiskit-runtime-server-plan"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: a stable hash of the API key, and the instance CRN of the call."""
+
+    user: str
+    instance: str
+
+
+def key_id(api_key: str) -> str:
+    """A stable, non-reversible identifier for an API key (never store the key itself)."""
+    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+async def issue_token(request: Request) -> Response:
+    """``POST /identity/token``: exchange ``apikey`` (form field) for a bearer JWT.
+
+    Raises:
+        InvalidRequest: no ``apikey`` in the form body (400).
+    """
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    api_key = (form.get("apikey") or [""])[0]
+    if not api_key:
+        raise InvalidRequest("Provided API key could not be found.")
+    settings = request.state.settings
+    now = int(time.time())
+    claims = {"sub": key_id(api_key), "iam_id": key_id(api_key), "iat": now, "exp": now + settings.token_ttl}
+    token = jwt.encode(claims, request.state.jwt_secret, algorithm="HS256")
+    return MsgspecResponse(
+        {
+            "access_token": token,
+            "refresh_token": "not_supported",
+            "token_type": "Bearer",
+            "expires_in": settings.token_ttl,
+            "expiration": claims["exp"],
+            "scope": "ibm openid",
+        }
+    )
+
+
+async def search_resources(request: Request) -> Response:
+    """``POST /search/v3/resources/search``: one item per instance the caller may use."""
+    principal_user(request)
+    settings = request.state.settings
+    item = {
+        "crn": settings.instance,
+        "name": "qiskit-runtime-server",
+        "service_plan_unique_id": PLAN_ID,
+        "tags": [],
+        "doc": {"extensions": {"virtual_resource": "qiskit-runtime-server"}},
+    }
+    return MsgspecResponse({"items": [item], "search_cursor": None, "limit": 100})
+
+
+async def catalog_plan(request: Request) -> Response:
+    """``GET /catalog/{plan_id}``: plan display name and pricing type."""
+    principal_user(request)
+    return MsgspecResponse(
+        {
+            "id": request.path_params["plan_id"],
+            "overview_ui": {"en": {"display_name": "Open"}},
+            "metadata": {"pricing": {"type": "free"}},
+        }
+    )
+
+
+def principal_user(request: Request) -> str:
+    """The key id of the caller, from a verified bearer JWT or an ``apikey`` header.
+
+    Raises:
+        NotAuthorized: no credentials, or a token that is invalid or expired (401).
+    """
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer" and credential:
+        try:
+            claims = jwt.decode(credential, request.state.jwt_secret, algorithms=["HS256"])
+        except jwt.ExpiredSignatureError:
+            raise NotAuthorized("The access token has expired.") from None
+        except jwt.PyJWTError:
+            raise NotAuthorized("The access token is invalid.") from None
+        return str(claims.get("sub", ""))
+    if scheme == "apikey" and credential:
+        return key_id(credential)
+    raise NotAuthorized("Missing or malformed Authorization header.")
+
+
+def authenticate(request: Request) -> Principal:
+    """The :class:`Principal` of a runtime API call (instance from ``Service-CRN``)."""
+    user = principal_user(request)
+    instance = request.headers.get("service-crn") or request.state.settings.instance
+    return Principal(user=user, instance=instance)

@@ -1,0 +1,1 @@
+"""Thin request handlers, one module per resource of the runtime API (``/api/v1``)."""

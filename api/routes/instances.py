@@ -1,0 +1,40 @@
+"""``/instances/usage``: simulation time consumed by the calling instance (PROTOCOL.md §7)."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import PLAN_ID, authenticate
+from api.responses import MsgspecResponse
+from shared.store import usage_period
+
+
+async def usage(request: Request) -> Response:
+    """``GET /instances/usage``: seconds consumed this calendar month (UTC); no limit by default."""
+    principal = authenticate(request)
+    now = time.time()
+    period = usage_period(now)
+    consumed = await request.state.store.usage_seconds(principal.instance, period)
+    year, month = (int(x) for x in period.split("-"))
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year, month, calendar.monthrange(year, month)[1], 23, 59, 59, tzinfo=UTC)
+    return MsgspecResponse(
+        {
+            "instance_id": principal.instance,
+            "plan_id": PLAN_ID,
+            "usage_consumed_seconds": round(consumed, 6),
+            "usage_limit_seconds": None,
+            "usage_allocation_seconds": None,
+            "usage_limit_reached": False,
+            "usage_period": {"start_time": start.isoformat(), "end_time": end.isoformat()},
+        }
+    )
+
+
+routes = [Route("/instances/usage", usage)]

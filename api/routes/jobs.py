@@ -1,0 +1,171 @@
+"""``/jobs``: submit, poll and fetch results (PROTOCOL.md §5)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from api.auth import authenticate
+from api.responses import MsgspecResponse
+from shared.errors import InvalidRequest, JobNotFound, PayloadTooLarge, ProgramNotFound
+from shared.models import JobRecord, JobStatus, JobSubmission, job_view
+from shared.queue import enqueue_run
+
+PROGRAMS = frozenset({"sampler", "estimator"})
+MAX_TAG_LENGTH = 255
+
+_decode_submission = msgspec.json.Decoder(JobSubmission).decode
+
+
+class _PrimitiveParams(msgspec.Struct):
+    """Enough of sampler/estimator ``params`` to reject a malformed body before queuing it."""
+
+    pubs: list[msgspec.Raw]
+    options: dict[str, object] | None = None
+
+
+_decode_primitive_params = msgspec.json.Decoder(_PrimitiveParams).decode
+
+
+def new_job_id() -> str:
+    """A 20-character lowercase id, the shape of IBM's job ids."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "d" + "".join(secrets.choice(alphabet) for _ in range(19))
+
+
+def _bool_param(value: str | None) -> bool:
+    return (value or "").lower() == "true"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+    return body
+
+
+def _validate(submission: JobSubmission, request: Request) -> None:
+    settings = request.state.settings
+    if submission.program_id not in PROGRAMS:
+        raise ProgramNotFound(submission.program_id)
+    if not submission.backend:
+        raise InvalidRequest("A backend is required: set the 'backend' field.")
+    request.state.catalog.get(submission.backend)
+    if not bytes(submission.params).strip(b" \t\r\n").startswith(b"{"):
+        raise InvalidRequest("The 'params' field is required and must be a JSON object.")
+    try:
+        params = _decode_primitive_params(submission.params)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"Invalid params for program {submission.program_id}: {exc}") from None
+    if not params.pubs:
+        raise InvalidRequest("params.pubs must contain at least one PUB.")
+    for tag in submission.tags or []:
+        if not tag or len(tag) > MAX_TAG_LENGTH:
+            raise InvalidRequest(f"Tags must be 1 to {MAX_TAG_LENGTH} characters long.")
+    if submission.cost is not None and not 0 < submission.cost <= settings.max_execution_time:
+        raise InvalidRequest(f"cost (max_execution_time) must be between 1 and {settings.max_execution_time} seconds.")
+
+
+async def create_job(request: Request) -> Response:
+    """``POST /jobs``: validate, store the job with its params verbatim, enqueue it.
+
+    Answers ``{"id", "backend"}`` at once. 404 for an unknown program or backend, 400 for a
+    malformed body, 413 for an oversize one.
+    """
+    principal = authenticate(request)
+    settings = request.state.settings
+    body = await _read_body(request, settings.max_params_bytes)
+    try:
+        submission = _decode_submission(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"Invalid job submission: {exc}") from None
+    _validate(submission, request)
+    assert submission.backend is not None
+    record = JobRecord(
+        id=new_job_id(),
+        program_id=submission.program_id,
+        backend=submission.backend,
+        instance=principal.instance,
+        created=time.time(),
+        tags=sorted(set(submission.tags or [])),
+        session_id=submission.session_id,
+        log_level=submission.log_level,
+        cost=submission.cost,
+        private=bool(submission.private),
+        runtime=submission.runtime or "",
+        calibration_id=submission.calibration_id,
+        user=principal.user,
+    )
+    store = request.state.store
+    await store.create(record, bytes(submission.params))
+    await enqueue_run(request.state.pool, settings.queue_name, record.id)
+    answer: dict[str, object] = {"id": record.id, "backend": record.backend}
+    if record.session_id:
+        answer["session_id"] = record.session_id
+    if record.private:
+        answer["private"] = True
+    return MsgspecResponse(answer)
+
+
+async def load_job(request: Request) -> JobRecord:
+    """The job of the path's ``job_id``, visible only to the instance that created it.
+
+    Raises:
+        JobNotFound: no such job, or it belongs to another instance (404).
+    """
+    principal = authenticate(request)
+    job_id = request.path_params["job_id"]
+    record = await request.state.store.get(job_id)
+    if record is None or record.instance != principal.instance:
+        raise JobNotFound(job_id)
+    return record
+
+
+async def get_job(request: Request) -> Response:
+    """``GET /jobs/{id}``: the job with ``state.status``; ``params`` unless ``exclude_params=true``."""
+    record = await load_job(request)
+    params = None
+    if not _bool_param(request.query_params.get("exclude_params")):
+        raw = await request.state.store.params(record.id)
+        params = msgspec.Raw(raw) if raw is not None else None
+    return MsgspecResponse(job_view(record, params))
+
+
+async def job_results(request: Request) -> Response:
+    """``GET /jobs/{id}/results``: the RuntimeEncoder text of the result.
+
+    Failed and cancelled jobs answer 200 with their error text: the client reads it to build
+    its error message (PROTOCOL.md P9).
+    """
+    record = await load_job(request)
+    if not record.status.final:
+        raise JobNotFound(f"{record.id} results")
+    result = await request.state.store.result(record.id)
+    if result is None:
+        text = record.reason or ""
+        return PlainTextResponse(text)
+    media = "application/json" if record.status == JobStatus.COMPLETED else "text/plain"
+    return Response(result, media_type=media)
+
+
+async def job_logs(request: Request) -> Response:
+    """``GET /jobs/{id}/logs``: the worker's log lines for this job, as text."""
+    record = await load_job(request)
+    lines = await request.state.store.logs(record.id)
+    return PlainTextResponse("".join(line + "\n" for line in lines))
+
+
+routes = [
+    Route("/jobs", create_job, methods=["POST"]),
+    Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/jobs/{job_id}/results", job_results, methods=["GET"]),
+    Route("/jobs/{job_id}/logs", job_logs, methods=["GET"]),
+]

@@ -1,0 +1,19 @@
+"""What the lifespan builds once and every handler reads from ``request.state``."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from arq.connections import ArqRedis
+
+from shared.backends import BackendCatalog
+from shared.settings import Settings
+from shared.store import JobStore
+
+
+class AppState(TypedDict):
+    settings: Settings
+    pool: ArqRedis
+    store: JobStore
+    catalog: BackendCatalog
+    jwt_secret: str

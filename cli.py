@@ -1,0 +1,125 @@
+"""``qiskit-runtime-server``: the embedded all-in-one server, or the ``api``/``worker`` halves.
+
+qiskit-runtime-server [--host H] [--port P]           API + one worker, one process;
+                                                      fakeredis unless REDIS_URL is set
+qiskit-runtime-server api [--host H] [--port P]       the API only (needs REDIS_URL)
+qiskit-runtime-server worker                          one worker (needs REDIS_URL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+from shared.settings import Settings, load_settings
+
+
+def client_recipe(settings: Settings) -> str:
+    """The ``export`` lines (and the ``url_resolver`` alternative) a user pastes to connect."""
+    base = settings.base_url
+    return f"""\
+Qiskit Runtime server ready on {base}. Point the unmodified client at it with:
+
+export QISKIT_IBM_TOKEN=any-api-key
+export QISKIT_IBM_URL={base}/experimental/api/v1
+export IAM_URL={base}
+export GLOBAL_SEARCH_URL={base}/search
+export GLOBAL_CATALOG_URL={base}/catalog
+
+then: from qiskit_ibm_runtime import QiskitRuntimeService; service = QiskitRuntimeService()
+
+Or, in Python without the URL variables (IAM_URL is still needed):
+QiskitRuntimeService(channel="ibm_quantum_platform", token="any-api-key",
+    instance="{settings.instance}", url="{base}",
+    url_resolver=lambda *args, **kwargs: "{base}/api/v1")
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qiskit-runtime-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", help="listen address (QRS_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (QRS_PORT, default 8000)")
+    sub = parser.add_subparsers(dest="command")
+    api = sub.add_parser("api", help="run the API only (REDIS_URL required)")
+    api.add_argument("--host", dest="sub_host")
+    api.add_argument("--port", dest="sub_port", type=int)
+    sub.add_parser("worker", help="run one worker (REDIS_URL required)")
+    return parser
+
+
+def _serve(settings: Settings, embedded: bool) -> None:
+    import uvicorn
+
+    from api.app import create_app
+    from shared.queue import connect
+
+    if not embedded:
+        app = create_app(settings, on_ready=lambda: print(client_recipe(settings), flush=True))
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        return
+
+    from worker.app import build_worker
+
+    @contextlib.asynccontextmanager
+    async def with_worker(pool) -> AsyncIterator[None]:  # type: ignore[no-untyped-def]
+        worker = build_worker(settings, pool, embedded=True)
+        task = asyncio.create_task(worker.async_run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await worker.close()
+
+    async def main() -> None:
+        pool = await connect(settings.redis_url)
+        app = create_app(
+            settings, pool, background=with_worker, on_ready=lambda: print(client_recipe(settings), flush=True)
+        )
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+        await uvicorn.Server(config).serve()
+
+    asyncio.run(main())
+
+
+def _work(settings: Settings) -> None:
+    from shared.queue import connect
+    from worker.app import build_worker
+
+    async def main() -> None:
+        pool = await connect(settings.redis_url)
+        worker = build_worker(settings, pool)
+        try:
+            await worker.async_run()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await worker.close()
+
+    asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = _parser().parse_args(argv)
+    host = getattr(args, "sub_host", None) or args.host
+    port = getattr(args, "sub_port", None) or args.port
+    settings = load_settings(host=host, port=port)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command in ("api", "worker") and settings.redis_url is None:
+        sys.exit(f"qiskit-runtime-server {args.command}: set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+    if args.command == "worker":
+        _work(settings)
+    else:
+        _serve(settings, embedded=args.command is None)
+
+
+if __name__ == "__main__":
+    main()

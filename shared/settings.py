@@ -1,0 +1,70 @@
+"""Server configuration, read once from the environment.
+
+Every field maps to one environment variable: ``REDIS_URL`` keeps its conventional name, all
+others are prefixed with ``QRS_`` (``QRS_PORT``, ``QRS_DEFAULT_SHOTS``...). Values are converted
+and checked by msgspec, so a wrong value fails at start-up with the variable's name in the message.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import msgspec
+
+DEFAULT_INSTANCE = "crn:v1:bluemix:public:quantum-computing:us-east:a/local:local-instance::"
+
+
+def _env_name(field: str) -> str:
+    return "REDIS_URL" if field == "redis_url" else f"QRS_{field.upper()}"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
+    """Frozen server settings; see the README's configuration table for each variable."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # None selects the embedded in-memory Redis (fakeredis), API and worker in one process.
+    redis_url: str | None = None
+    # Base URL printed in the client recipe; defaults to http://{host}:{port}.
+    public_url: str | None = None
+    queue_name: str = "qrs:queue"
+    instance: str = DEFAULT_INSTANCE
+    # Secret for the HS256 tokens of /identity/token. Unset: one random secret is kept in Redis
+    # so that every API process of a deployment issues and accepts the same tokens.
+    jwt_secret: str | None = None
+    token_ttl: int = 3600
+    max_params_bytes: int = 64 * 1024 * 1024
+    default_shots: int = 4096
+    max_shots: int = 10_000_000
+    default_precision: float = 0.015625
+    # Upper bound on a job's running time in seconds, and the value used when a job sets no cost.
+    max_execution_time: int = 10_800
+    # Worker side.
+    worker_id: str = ""
+    device: str = "CPU"
+    poll_delay: float = 0.02
+    job_lease: float = 15.0
+    max_attempts: int = 3
+    log_level: str = "INFO"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def effective_worker_id(self) -> str:
+        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default ``os.environ``) plus explicit overrides.
+
+    Raises:
+        msgspec.ValidationError: a variable has a value of the wrong type; the message names it.
+    """
+    env = dict(os.environ if environ is None else environ)
+    known = {_env_name(f) for f in Settings.__struct_fields__}
+    data: dict[str, object] = {k: v for k, v in env.items() if k in known and v != ""}
+    data.update({_env_name(k): v for k, v in overrides.items() if v is not None})
+    return msgspec.convert(data, Settings, strict=False)

@@ -1,0 +1,141 @@
+"""The API in process on fakeredis: auth, backends, job submission validation and errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from api.app import create_app
+from shared.settings import load_settings
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(load_settings({}))
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
+            scope["state"] = dict(state)
+            await app(scope, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            token = (await http.post("/identity/token", data={"apikey": "k"})).json()["access_token"]
+            http.headers["Authorization"] = f"Bearer {token}"
+            yield http
+
+
+def test_api_does_not_import_qiskit() -> None:
+    code = "import api.app, cli, sys; assert not any(m.startswith('qiskit') for m in sys.modules), 'qiskit'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_token_is_a_jwt_with_exp_and_iat() -> None:
+    import jwt
+
+    app = create_app(load_settings({}))
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
+            scope["state"] = dict(state)
+            await app(scope, receive, send)
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state), base_url="http://t") as http:
+            body = (await http.post("/identity/token", data={"apikey": "abc", "grant_type": "x"})).json()
+            claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+            assert isinstance(claims["exp"], int) and isinstance(claims["iat"], int)
+            assert claims["exp"] > claims["iat"]
+            missing = await http.post("/identity/token", data={"grant_type": "x"})
+            assert missing.status_code == 400
+
+
+async def test_runtime_api_under_any_prefix(client: httpx.AsyncClient) -> None:
+    for prefix in ("/api/v1", "/experimental/api/v1", "/a/b/api/v1"):
+        response = await client.get(f"{prefix}/backends")
+        assert response.status_code == 200
+        names = [d["name"] for d in response.json()["devices"]]
+        assert "fake_manila" in names and "fake_sherbrooke" in names
+        assert all(n.startswith("fake_") for n in names)
+
+
+async def test_backend_documents(client: httpx.AsyncClient) -> None:
+    conf = (await client.get("/api/v1/backends/fake_sherbrooke/configuration")).json()
+    assert conf["backend_name"] == "fake_sherbrooke" and conf["n_qubits"] == 127
+    props = (await client.get("/api/v1/backends/fake_manila/properties")).json()
+    assert props["backend_name"] == "fake_manila" and props["qubits"]
+    old = await client.get("/api/v1/backends/fake_manila/properties", params={"updated_before": "2000-01-01T00:00:00"})
+    assert old.status_code == 200 and old.json() == {}
+    status = (await client.get("/api/v1/backends/fake_manila/status")).json()
+    assert status["state"] is True and status["length_queue"] == 0
+
+
+async def test_unknown_backend_is_404_in_ibm_format(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/backends/fake_nowhere/configuration")
+    assert response.status_code == 404
+    body = response.json()
+    assert body["errors"][0]["code"] == "not_found" and "fake_nowhere" in body["errors"][0]["message"]
+    assert body["trace"]
+
+
+async def test_missing_credentials_is_401(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/backends", headers={"Authorization": ""})
+    assert response.status_code == 401
+    bad = await client.get("/api/v1/backends", headers={"Authorization": "Bearer not-a-token"})
+    assert bad.status_code == 401
+    assert (await client.get("/api/v1/backends", headers={"Authorization": "apikey k"})).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"not json", 400, "Invalid job submission"),
+        (b"[]", 400, "Invalid job submission"),
+        (b'{"program_id": "nope", "backend": "fake_manila", "params": {"pubs": [1]}}', 404, "Program nope"),
+        (b'{"program_id": "sampler", "backend": "fake_x", "params": {"pubs": [1]}}', 404, "fake_x"),
+        (b'{"program_id": "sampler", "params": {"pubs": [1]}}', 400, "backend is required"),
+        (b'{"program_id": "sampler", "backend": "fake_manila"}', 400, "params"),
+        (b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": []}}', 400, "at least one PUB"),
+        (b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": 3}}', 400, "pubs"),
+        (b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}, "cost": -1}', 400, "cost"),
+    ],
+)
+async def test_bad_submissions(client: httpx.AsyncClient, body: bytes, status: int, fragment: str) -> None:
+    response = await client.post("/api/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["errors"][0]["message"]
+
+
+async def test_oversize_submission_is_413() -> None:
+    app = create_app(load_settings({"QRS_MAX_PARAMS_BYTES": "1000"}))
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
+            scope["state"] = dict(state)
+            await app(scope, receive, send)
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state), base_url="http://t") as http:
+            body = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": ["' + b"x" * 2000 + b'"]}}'
+            response = await http.post("/api/v1/jobs", content=body, headers={"Authorization": "apikey k"})
+            assert response.status_code == 413
+
+
+async def test_submit_queues_and_stores_params_verbatim(client: httpx.AsyncClient) -> None:
+    params = b'{"pubs": [["anything", null]], "options": {"default_shots": 10}, "version": 2}'
+    body = b'{"program_id": "sampler", "backend": "fake_manila", "tags": ["b", "a"], "params": ' + params + b"}"
+    response = await client.post("/api/v1/jobs", content=body)
+    assert response.status_code == 200
+    job_id = response.json()["id"]
+    assert response.json()["backend"] == "fake_manila"
+    job = (await client.get(f"/api/v1/jobs/{job_id}")).json()
+    assert job["state"]["status"] == "Queued" and job["program"]["id"] == "sampler"
+    assert job["tags"] == ["a", "b"] and job["created"].endswith("Z")
+    assert job["params"] == {"pubs": [["anything", None]], "options": {"default_shots": 10}, "version": 2}
+    assert "params" not in (await client.get(f"/api/v1/jobs/{job_id}", params={"exclude_params": "true"})).json()
+    status = (await client.get("/api/v1/backends/fake_manila/status")).json()
+    assert status["length_queue"] == 1
+    other = await client.get(f"/api/v1/jobs/{job_id}", headers={"Service-CRN": "crn:other"})
+    assert other.status_code == 404

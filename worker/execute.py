@@ -1,0 +1,57 @@
+"""Child-process side: decode a job's params, run its program, encode the result.
+
+Runs inside the runner's child process, which keeps qiskit, the fake backends and their noise
+models loaded between jobs. ``execute`` is the only entry point; it takes and returns plain
+picklable values.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import qiskit
+from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
+
+from worker.errors import ProgramError
+from worker.executors.aer import executor_for
+from worker.jobspec import ExecutionRequest, Outcome
+from worker.programs.primitives import PROGRAMS
+
+
+def decode_params(raw: bytes) -> dict:
+    """``params`` with the client's own ``RuntimeDecoder`` (circuits, arrays, noise models...).
+
+    Raises:
+        ProgramError: the text is not a JSON object the decoder understands.
+    """
+    try:
+        params = json.loads(raw, cls=RuntimeDecoder)
+    except Exception as exc:  # the decoder raises many types for corrupt QPY/ndarray payloads
+        raise ProgramError(f"params could not be decoded: {type(exc).__name__}: {exc}") from None
+    if not isinstance(params, dict):
+        raise ProgramError("params must be a JSON object.")
+    return params
+
+
+def execute(request: ExecutionRequest) -> Outcome:
+    """Run one job's program.
+
+    Raises:
+        ProgramError: the input cannot run; the message is the job's failure reason.
+    """
+    program = PROGRAMS.get(request.program_id)
+    if program is None:
+        raise ProgramError(f"Program {request.program_id} is not supported by this worker.")
+    params = decode_params(request.params)
+    executor = executor_for(request.device)
+    start = time.perf_counter()
+    output = program(params, request.backend, executor, request.defaults)
+    elapsed = time.perf_counter() - start
+    text = json.dumps(output.result, cls=RuntimeEncoder).encode()
+    return Outcome(text, output.warnings, output.num_pubs, elapsed, qiskit.__version__)
+
+
+def warm_up() -> None:
+    """Import-time work done once per child so that the first job does not pay for it."""
+    executor_for("CPU")

@@ -1,0 +1,43 @@
+"""The executor interface every simulator back end implements."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from qiskit.primitives import PrimitiveResult
+    from qiskit.primitives.containers.estimator_pub import EstimatorPub
+    from qiskit.primitives.containers.sampler_pub import SamplerPub
+    from qiskit_aer.noise import NoiseModel
+
+
+class Executor(Protocol):
+    """Runs coerced PUBs for one backend and returns Qiskit's own ``PrimitiveResult``.
+
+    ``noise_model`` is ``None`` for the backend's own noise (the default, as in local testing
+    mode) or an explicit model (``options.simulator.noise_model``; an empty model is ideal).
+    """
+
+    device: str
+
+    def sample(
+        self,
+        backend_name: str,
+        pubs: list[SamplerPub],
+        *,
+        shots: int,
+        seed: int | None,
+        noise_model: NoiseModel | None,
+    ) -> PrimitiveResult: ...
+
+    def estimate(
+        self,
+        backend_name: str,
+        pubs: list[EstimatorPub],
+        *,
+        precision: float,
+        seed: int | None,
+        noise_model: NoiseModel | None,
+    ) -> PrimitiveResult: ...
+
+    def num_qubits(self, backend_name: str) -> int: ...

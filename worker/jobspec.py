@@ -1,0 +1,37 @@
+"""What crosses the pipe between the worker and its simulation process (no qiskit imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Server-wide defaults applied when neither the PUB nor the options set a value."""
+
+    shots: int = 4096
+    precision: float = 0.015625
+    max_shots: int = 10_000_000
+
+
+@dataclass(frozen=True)
+class ExecutionRequest:
+    """One job to run: program, backend and the ``params`` text exactly as submitted."""
+
+    job_id: str
+    program_id: str
+    backend: str
+    params: bytes
+    device: str = "CPU"
+    defaults: Defaults = field(default_factory=Defaults)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished run: the RuntimeEncoder result text and what the job log and metrics need."""
+
+    result: bytes
+    warnings: list[str]
+    num_pubs: int
+    quantum_seconds: float
+    qiskit_version: str

@@ -1,0 +1,149 @@
+"""The ``sampler`` and ``estimator`` programs (V2 primitives, PROTOCOL.md §5.2).
+
+``params`` decoded with the client's ``RuntimeDecoder`` hold ``pubs`` as lists:
+sampler ``[circuit, parameter_values, shots|None]``, estimator
+``[circuit, observables, parameter_values, precision|None]``; ``parameter_values`` is an array
+of shape ``(*bind_shape, n_params)`` (``(0,)`` without parameters). They are coerced into
+Qiskit's ``SamplerPub``/``EstimatorPub``, run on the executor, and the ``PrimitiveResult`` is
+returned with the ignored options added to its metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.primitives import PrimitiveResult
+from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit.primitives.containers.sampler_pub import SamplerPub
+
+from worker.errors import ProgramError
+from worker.executors.base import Executor
+from worker.jobspec import Defaults
+from worker.programs.options import SimulatorChoices, parse_options
+
+
+@dataclass
+class ProgramOutput:
+    """A finished program: its result and the warnings for the job log."""
+
+    result: PrimitiveResult
+    warnings: list[str] = field(default_factory=list)
+    num_pubs: int = 0
+
+
+def _parameter_values(circuit: QuantumCircuit, values: Any) -> Any:
+    if values is None:
+        return None
+    array = np.asarray(values, dtype=float)
+    if circuit.num_parameters == 0 and array.size == 0:
+        return None
+    if array.ndim == 0 or array.shape[-1] != circuit.num_parameters:
+        raise ProgramError(
+            f"parameter_values has shape {array.shape} but the circuit has {circuit.num_parameters} "
+            "parameters (the last axis must match)."
+        )
+    return array
+
+
+def _check_width(circuit: Any, backend_qubits: int, index: int) -> QuantumCircuit:
+    if not isinstance(circuit, QuantumCircuit):
+        raise ProgramError(f"PUB {index}: the first element must be a QuantumCircuit.")
+    if circuit.num_qubits > backend_qubits:
+        raise ProgramError(
+            f"PUB {index}: the circuit has {circuit.num_qubits} qubits, more than the "
+            f"{backend_qubits} qubits of the backend."
+        )
+    return circuit
+
+
+def _pub_items(params: dict[str, Any]) -> list[list[Any]]:
+    pubs = params.get("pubs")
+    if not isinstance(pubs, list) or not pubs:
+        raise ProgramError("params.pubs must be a non-empty list of PUBs.")
+    return [list(p) if isinstance(p, (list, tuple)) else [p] for p in pubs]
+
+
+def _warnings(choices: SimulatorChoices, extra: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    ignored = dict(choices.ignored)
+    ignored.update(extra)
+    if not ignored:
+        return {}, []
+    return ignored, [f"Options with no effect on a simulator were accepted and ignored: {sorted(ignored)}"]
+
+
+def _with_metadata(result: PrimitiveResult, ignored: dict[str, Any], device: str) -> PrimitiveResult:
+    metadata = dict(result.metadata)
+    metadata["simulator"] = {"device": device}
+    if ignored:
+        metadata["ignored_options"] = ignored
+    return PrimitiveResult(list(result), metadata=metadata)
+
+
+def run_sampler(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> ProgramOutput:
+    """Run sampler ``params`` on ``backend``.
+
+    Shots: the PUB's own, else ``options.default_shots``, else ``defaults.shots``.
+
+    Raises:
+        ProgramError: malformed PUBs, a circuit wider than the backend, shots out of range.
+    """
+    choices = parse_options(params.get("options"), estimator=False)
+    shots = choices.default_shots or defaults.shots
+    width = executor.num_qubits(backend)
+    pubs = []
+    for i, item in enumerate(_pub_items(params)):
+        circuit = _check_width(item[0], width, i)
+        values = _parameter_values(circuit, item[1] if len(item) > 1 else None)
+        pub_shots = item[2] if len(item) > 2 else None
+        if pub_shots is not None and (not isinstance(pub_shots, int) or pub_shots < 1):
+            raise ProgramError(f"PUB {i}: shots must be a positive integer, got {pub_shots!r}.")
+        if (pub_shots or shots) > defaults.max_shots:
+            raise ProgramError(f"PUB {i}: at most {defaults.max_shots} shots are allowed.")
+        try:
+            pubs.append(SamplerPub.coerce((circuit, values, pub_shots), shots))
+        except (ValueError, TypeError) as exc:
+            raise ProgramError(f"PUB {i} is invalid: {exc}") from None
+    ignored, warnings = _warnings(choices, {})
+    result = executor.sample(backend, pubs, shots=shots, seed=choices.seed, noise_model=choices.noise_model)
+    return ProgramOutput(_with_metadata(result, ignored, executor.device), warnings, len(pubs))
+
+
+def run_estimator(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> ProgramOutput:
+    """Run estimator ``params`` on ``backend``.
+
+    Precision: the PUB's own, else ``options.default_precision``, else ``1/sqrt(default_shots)``
+    when only shots were set (as local testing mode does), else ``defaults.precision``.
+
+    Raises:
+        ProgramError: malformed PUBs or observables, a circuit wider than the backend.
+    """
+    choices = parse_options(params.get("options"), estimator=True)
+    precision = choices.default_precision
+    if precision is None and choices.default_shots:
+        precision = 1 / math.sqrt(choices.default_shots)
+    precision = precision or defaults.precision
+    width = executor.num_qubits(backend)
+    pubs = []
+    for i, item in enumerate(_pub_items(params)):
+        if len(item) < 2:
+            raise ProgramError(f"PUB {i}: an estimator PUB needs a circuit and observables.")
+        circuit = _check_width(item[0], width, i)
+        values = _parameter_values(circuit, item[2] if len(item) > 2 else None)
+        pub_precision = item[3] if len(item) > 3 else None
+        try:
+            pubs.append(EstimatorPub.coerce((circuit, item[1], values, pub_precision), precision))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ProgramError(f"PUB {i} is invalid: {exc}") from None
+    extra = {}
+    if "resilience_level" in params:
+        extra["resilience_level"] = params["resilience_level"]
+    ignored, warnings = _warnings(choices, extra)
+    result = executor.estimate(backend, pubs, precision=precision, seed=choices.seed, noise_model=choices.noise_model)
+    return ProgramOutput(_with_metadata(result, ignored, executor.device), warnings, len(pubs))
+
+
+PROGRAMS = {"sampler": run_sampler, "estimator": run_estimator}

@@ -1,0 +1,123 @@
+"""The arq task ``runtime.run_job``: load the job, run its program in the child, store the outcome.
+
+Idempotent: a job that is already final (cancelled, or finished by an earlier attempt) is
+skipped, so arq may deliver it more than once ("Jobs may be called more than once!").
+Only infrastructure faults (the simulation process died) are retried; a job whose input
+cannot run fails on its first attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TypedDict
+
+from arq import Retry
+
+from shared.models import REASON_EXECUTION_ERROR, REASON_INFRASTRUCTURE, REASON_RAN_TOO_LONG, JobStatus
+from shared.settings import Settings
+from shared.store import JobStore
+from worker.errors import ProgramError
+from worker.jobspec import Defaults, ExecutionRequest
+from worker.runner import ProgramRunner, RunnerCrashed, RunnerStopped
+
+logger = logging.getLogger("qrs.worker")
+
+
+class WorkerContext(TypedDict):
+    """arq's ``ctx`` as our start-up fills it (plus arq's own ``job_id``/``job_try`` per job)."""
+
+    store: JobStore
+    runner: ProgramRunner
+    settings: Settings
+    worker_id: str
+
+
+async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
+    """Run runtime job ``job_id`` and record its final state; returns that state's name.
+
+    Raises:
+        arq.Retry: the simulation process died (not the job's fault); arq runs it again.
+    """
+    store, settings = ctx["store"], ctx["settings"]
+    attempt = int(ctx.get("job_try", 1))  # type: ignore[call-overload]
+    record = await store.get(job_id)
+    if record is None or record.status.final:
+        return "skipped"
+    if attempt > settings.max_attempts:
+        await store.log(job_id, f"{_now()} ERROR giving up after {settings.max_attempts} attempts")
+        await store.finish(
+            job_id,
+            JobStatus.FAILED,
+            b"The job was interrupted by infrastructure faults too many times.",
+            reason=f"The job could not run after {settings.max_attempts} attempts (worker lost).",
+            reason_code=REASON_INFRASTRUCTURE,
+        )
+        return JobStatus.FAILED.value
+    record = await store.start(job_id, ctx["worker_id"], attempt)
+    if record is None:
+        return "skipped"
+    await store.log(
+        job_id,
+        f"{_now()} INFO job {job_id} started on worker {ctx['worker_id']} (attempt {attempt}): "
+        f"program {record.program_id}, backend {record.backend}, device {settings.device}",
+    )
+    params = await store.params(job_id) or b"{}"
+    request = ExecutionRequest(
+        job_id=job_id,
+        program_id=record.program_id,
+        backend=record.backend,
+        params=params,
+        device=settings.device,
+        defaults=Defaults(settings.default_shots, settings.default_precision, settings.max_shots),
+    )
+    limit = min(record.cost or settings.max_execution_time, settings.max_execution_time)
+    runner = ctx["runner"]
+    try:
+        outcome = await asyncio.wait_for(runner.run(request), timeout=limit)
+    except TimeoutError:
+        runner.stop()
+        reason = f"Job ran longer than its maximum execution time of {limit} seconds."
+        await store.log(job_id, f"{_now()} ERROR {reason}")
+        await store.finish(job_id, JobStatus.CANCELLED, reason.encode(), reason=reason, reason_code=REASON_RAN_TOO_LONG)
+        return JobStatus.CANCELLED.value
+    except ProgramError as exc:
+        await store.log(job_id, f"{_now()} ERROR {exc}")
+        await store.finish(
+            job_id,
+            JobStatus.FAILED,
+            f"Error in job execution: {exc}".encode(),
+            reason=f"Error in job execution: {exc}",
+            reason_code=REASON_EXECUTION_ERROR,
+        )
+        return JobStatus.FAILED.value
+    except RunnerStopped:
+        return "stopped"
+    except asyncio.CancelledError:
+        # arq cancels the task on shutdown and hands the job back to the queue; stop the
+        # simulation too, or it would keep the CPU/GPU busy for a job that will run elsewhere.
+        runner.stop()
+        raise
+    except RunnerCrashed as exc:
+        await store.log(job_id, f"{_now()} WARNING {exc}; the job will be retried")
+        raise Retry(defer=1) from exc
+    for warning in outcome.warnings:
+        await store.log(job_id, f"{_now()} WARNING {warning}")
+    await store.log(
+        job_id,
+        f"{_now()} INFO job {job_id} completed: {outcome.num_pubs} PUB(s) in {outcome.quantum_seconds:.3f} s",
+    )
+    await store.finish(
+        job_id,
+        JobStatus.COMPLETED,
+        outcome.result,
+        quantum_seconds=outcome.quantum_seconds,
+        num_pubs=outcome.num_pubs,
+        qiskit_version=outcome.qiskit_version,
+    )
+    return JobStatus.COMPLETED.value
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
