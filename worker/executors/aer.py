@@ -1,24 +1,39 @@
 """qiskit-aer executor: noisy simulation of a fake backend, on CPU or GPU.
 
 The backend's noise model (``NoiseModel.from_backend`` on the client's fake backend, as local
-testing mode builds it) is built once per backend and reused by every later job.
-Sampling and estimation use Qiskit's ``BackendSamplerV2``/``BackendEstimatorV2`` over an
-``AerSimulator``, the same primitives local testing mode uses, so results match it statistically.
+testing mode builds it) is built once per backend. Each job is compacted to the qubits its
+PUBs use (``compaction.py``) and runs on a simulator holding the noise model cut down to those
+qubits; both are cached per (backend, qubit set), so a repeated layout costs nothing to set up.
+Sampling and estimation use Qiskit's ``BackendSamplerV2``/``BackendEstimatorV2`` over that
+``AerSimulator``, the primitives local testing mode uses, so results match it statistically.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
+from collections.abc import Sequence
 from functools import cache
 
 from qiskit.primitives import BackendEstimatorV2, BackendSamplerV2, PrimitiveResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit.primitives.containers.observables_array import ObservablesArray
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel
 from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
 from worker.errors import ProgramError
+from worker.executors.compaction import (
+    active_qubits,
+    compact_circuit,
+    compact_pauli,
+    pauli_support,
+    reduce_noise_model,
+)
+
+# Distinct (backend, qubit set) simulators kept per process; a workload rarely uses more layouts.
+SIMULATOR_CACHE_SIZE = 64
 
 
 @cache
@@ -46,24 +61,52 @@ def backend_noise_model(name: str) -> NoiseModel:
 
 
 class AerExecutor:
-    """Runs PUBs on ``AerSimulator(device=device)`` with the backend's (or a given) noise model."""
+    """Runs PUBs on ``AerSimulator(device=device)`` with the backend's (or a given) noise model.
 
-    def __init__(self, device: str = "CPU") -> None:
+    Args:
+        device: ``"CPU"`` or ``"GPU"`` (qiskit-aer-gpu; one GPU per worker process).
+        compact: simulate only the qubits the PUBs use (results are identical in law).
+    """
+
+    def __init__(self, device: str = "CPU", compact: bool = True) -> None:
         self.device = device.upper()
-        self._simulators: dict[str, AerSimulator] = {}
+        self.compact = compact
+        self._simulators: OrderedDict[tuple[str, tuple[int, ...]], AerSimulator] = OrderedDict()
 
     def num_qubits(self, backend_name: str) -> int:
         return fake_backend(backend_name).num_qubits
 
-    def simulator(self, backend_name: str, noise_model: NoiseModel | None) -> AerSimulator:
-        """The simulator for a backend's own noise, reused across jobs; a new one otherwise."""
+    def _new_simulator(self, noise_model: NoiseModel) -> AerSimulator:
+        return AerSimulator(noise_model=noise_model, device=self.device)
+
+    def simulator(
+        self, backend_name: str, noise_model: NoiseModel | None, keep: Sequence[int] | None
+    ) -> tuple[AerSimulator, bool]:
+        """The simulator for a job and whether its circuits must be compacted to ``keep``.
+
+        The backend's own noise model gives cached simulators; an explicit model (an option of
+        this one job) gives a fresh one.
+        """
+        model = noise_model if noise_model is not None else backend_noise_model(backend_name)
+        reduced = reduce_noise_model(model, keep) if keep is not None else None
         if noise_model is not None:
-            return AerSimulator(noise_model=noise_model, device=self.device)
-        sim = self._simulators.get(backend_name)
+            return self._new_simulator(reduced if reduced is not None else model), reduced is not None
+        key = (backend_name, tuple(keep) if reduced is not None and keep is not None else ())
+        sim = self._simulators.get(key)
         if sim is None:
-            sim = AerSimulator(noise_model=backend_noise_model(backend_name), device=self.device)
-            self._simulators[backend_name] = sim
-        return sim
+            sim = self._new_simulator(reduced if key[1] else model)
+            self._simulators[key] = sim
+            if len(self._simulators) > SIMULATOR_CACHE_SIZE:
+                self._simulators.popitem(last=False)
+        else:
+            self._simulators.move_to_end(key)
+        return sim, bool(key[1])
+
+    def _keep(self, widths: set[int], active: set[int]) -> list[int] | None:
+        if not self.compact or not widths:
+            return None
+        keep = sorted(active)
+        return keep if len(keep) < max(widths) else None
 
     def sample(
         self,
@@ -74,10 +117,15 @@ class AerExecutor:
         seed: int | None,
         noise_model: NoiseModel | None,
     ) -> PrimitiveResult:
-        sampler = BackendSamplerV2(
-            backend=self.simulator(backend_name, noise_model),
-            options={"default_shots": shots, "seed_simulator": seed},
-        )
+        active = set().union(*(active_qubits(pub.circuit) for pub in pubs))
+        keep = self._keep({pub.circuit.num_qubits for pub in pubs}, active)
+        sim, compacted = self.simulator(backend_name, noise_model, keep)
+        if compacted and keep is not None:
+            pubs = [
+                SamplerPub(compact_circuit(pub.circuit, keep), pub.parameter_values, pub.shots, validate=False)
+                for pub in pubs
+            ]
+        sampler = BackendSamplerV2(backend=sim, options={"default_shots": shots, "seed_simulator": seed})
         return sampler.run(pubs).result()
 
     def estimate(
@@ -89,11 +137,35 @@ class AerExecutor:
         seed: int | None,
         noise_model: NoiseModel | None,
     ) -> PrimitiveResult:
-        estimator = BackendEstimatorV2(
-            backend=self.simulator(backend_name, noise_model),
-            options={"default_precision": precision, "seed_simulator": seed},
-        )
+        active: set[int] = set()
+        for pub in pubs:
+            active |= active_qubits(pub.circuit)
+            active |= pauli_support(label for obs in _observable_dicts(pub.observables) for label in obs)
+        keep = self._keep({pub.circuit.num_qubits for pub in pubs}, active)
+        sim, compacted = self.simulator(backend_name, noise_model, keep)
+        if compacted and keep is not None:
+            pubs = [_compact_estimator_pub(pub, keep) for pub in pubs]
+        estimator = BackendEstimatorV2(backend=sim, options={"default_precision": precision, "seed_simulator": seed})
         return estimator.run(pubs).result()
+
+
+def _observable_dicts(observables: ObservablesArray) -> list[dict[str, float]]:
+    flat = observables.ravel().tolist()
+    return flat if isinstance(flat, list) else [flat]
+
+
+def _map_observables(nested: object, keep: Sequence[int]) -> object:
+    if isinstance(nested, dict):
+        return {compact_pauli(label, keep): coeff for label, coeff in nested.items()}
+    assert isinstance(nested, list)
+    return [_map_observables(item, keep) for item in nested]
+
+
+def _compact_estimator_pub(pub: EstimatorPub, keep: Sequence[int]) -> EstimatorPub:
+    observables = ObservablesArray(_map_observables(pub.observables.tolist(), keep))
+    return EstimatorPub(
+        compact_circuit(pub.circuit, keep), observables, pub.parameter_values, pub.precision, validate=False
+    )
 
 
 @cache

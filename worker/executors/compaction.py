@@ -1,0 +1,122 @@
+"""Simulate only the qubits a circuit uses: compact circuits, reduce noise models.
+
+An ISA circuit for a 127- or 156-qubit device touches a handful of physical qubits, yet Aer
+pays for the whole device's noise model on every run (inserting it, serialising it to C++).
+Here the circuit is renumbered onto its active qubits (0..k-1, in physical order) and the
+backend's noise model is cut down to those qubits with the same numbering. Classical bits and
+registers are kept exactly, so measurement results need no mapping back; conditionals and
+control flow refer to the same classical bits and keep working.
+
+The reduction reads qiskit-aer's ``NoiseModel`` tables, which have no public accessor;
+:func:`reduce_noise_model` returns ``None`` if they ever change shape, and the caller then
+simulates the full circuit with the full model (slower, still correct).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from qiskit.circuit import CircuitInstruction, QuantumCircuit, QuantumRegister
+from qiskit_aer.noise import NoiseModel
+from qiskit_aer.noise.passes import RelaxationNoisePass
+
+_NOT_ACTIVE = frozenset({"barrier"})
+
+
+def active_qubits(circuit: QuantumCircuit) -> set[int]:
+    """Indices of the qubits that any instruction other than a barrier acts on."""
+    active: set[int] = set()
+    for instruction in circuit.data:
+        if instruction.operation.name not in _NOT_ACTIVE:
+            active.update(circuit.find_bit(q).index for q in instruction.qubits)
+    return active
+
+
+def compact_circuit(circuit: QuantumCircuit, keep: Sequence[int]) -> QuantumCircuit:
+    """``circuit`` on ``len(keep)`` qubits: physical qubit ``keep[i]`` becomes qubit ``i``.
+
+    Classical bits, registers, parameters, global phase, name and metadata are unchanged.
+    Barriers keep only their kept qubits (and vanish if none is kept).
+
+    Raises:
+        KeyError: an instruction acts on a qubit that is not in ``keep``.
+    """
+    position = {physical: i for i, physical in enumerate(keep)}
+    register = QuantumRegister(len(keep), "q")
+    compact = QuantumCircuit(register, name=circuit.name, global_phase=circuit.global_phase)
+    compact.metadata = circuit.metadata
+    compact.add_bits([bit for bit in circuit.clbits])
+    for creg in circuit.cregs:
+        compact.add_register(creg)
+    for var in circuit.iter_input_vars():
+        compact.add_input(var)
+    qubits = compact.qubits
+    for instruction in circuit.data:
+        indices = [circuit.find_bit(q).index for q in instruction.qubits]
+        if instruction.operation.name in _NOT_ACTIVE:
+            kept = [qubits[position[i]] for i in indices if i in position]
+            if kept:
+                compact._append(CircuitInstruction(instruction.operation.base_class(len(kept)), kept, ()))
+            continue
+        compact._append(
+            CircuitInstruction(instruction.operation, [qubits[position[i]] for i in indices], instruction.clbits)
+        )
+    return compact
+
+
+def compact_pauli(label: str, keep: Sequence[int]) -> str:
+    """A Pauli label (little-endian: rightmost character is qubit 0) restricted to ``keep``."""
+    width = len(label)
+    return "".join(label[width - 1 - q] for q in reversed(keep))
+
+
+def pauli_support(labels: Iterable[str]) -> set[int]:
+    """Qubits on which any of the Pauli ``labels`` is not the identity."""
+    support: set[int] = set()
+    for label in labels:
+        width = len(label)
+        support.update(width - 1 - i for i, char in enumerate(label) if char != "I")
+    return support
+
+
+def reduce_noise_model(model: NoiseModel, keep: Sequence[int]) -> NoiseModel | None:
+    """The part of ``model`` acting only on qubits ``keep``, renumbered to ``0..len(keep)-1``.
+
+    Errors on gates that involve any other qubit are dropped: those gates do not occur in a
+    circuit compacted to ``keep``. ``None`` when the model has all-qubit (default) errors or
+    custom passes this function does not know how to cut down.
+    """
+    position = {physical: i for i, physical in enumerate(keep)}
+    try:
+        local_errors = model._local_quantum_errors
+        readout_errors = model._local_readout_errors
+        if model._default_quantum_errors or model._default_readout_error is not None:
+            return None
+        passes = list(model._custom_noise_passes)
+    except AttributeError:
+        return None
+    reduced = NoiseModel(basis_gates=model.basis_gates)
+    for name, by_qubits in local_errors.items():
+        for qubits, error in by_qubits.items():
+            if all(q in position for q in qubits):
+                reduced.add_quantum_error(error, name, [position[q] for q in qubits], warnings=False)
+    for qubits, error in readout_errors.items():
+        if all(q in position for q in qubits):
+            reduced.add_readout_error(error, [position[q] for q in qubits], warnings=False)
+    for noise_pass in passes:
+        if not isinstance(noise_pass, RelaxationNoisePass):
+            return None
+        try:
+            t1s, t2s, p1s = noise_pass._t1s, noise_pass._t2s, noise_pass._p1s
+            reduced._custom_noise_passes.append(
+                RelaxationNoisePass(
+                    t1s=[float(t1s[q]) for q in keep],
+                    t2s=[float(t2s[q]) for q in keep],
+                    dt=noise_pass._dt,
+                    op_types=noise_pass._ops,
+                    excited_state_populations=[float(p1s[q]) for q in keep],
+                )
+            )
+        except (AttributeError, IndexError, TypeError):
+            return None
+    return reduced
