@@ -130,8 +130,15 @@ async def load_job(request: Request) -> JobRecord:
 
 
 async def get_job(request: Request) -> Response:
-    """``GET /jobs/{id}``: the job with ``state.status``; ``params`` unless ``exclude_params=true``."""
+    """``GET /jobs/{id}``: the job with ``state.status``; ``params`` unless ``exclude_params=true``.
+
+    A request for an unfinished job waits up to ``QRS_STATUS_HOLD`` seconds for it to finish,
+    so the client's first poll (sent right after submission) usually sees the final state.
+    """
     record = await load_job(request)
+    hold = request.state.settings.status_hold
+    if not record.status.final and hold > 0:
+        record = await request.state.store.wait_final(record.id, hold) or record
     params = None
     if not _bool_param(request.query_params.get("exclude_params")):
         raw = await request.state.store.params(record.id)

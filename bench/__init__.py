@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench`` runs every case against its baseline in the same run."""
