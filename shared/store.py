@@ -53,7 +53,7 @@ class JobStore:
     async def wait_final(self, job_id: str, seconds: float) -> JobRecord | None:
         """The job's record once it is final, or as it is after ``seconds``; ``None`` if gone.
 
-        Polls the record with a short, growing interval (2 ms to 20 ms): cheap for Redis, and a
+        Polls the record with a short, growing interval (2 ms to 5 ms): cheap for Redis, and a
         small job's end is seen within a few milliseconds.
         """
         deadline = time.monotonic() + seconds
@@ -63,7 +63,7 @@ class JobStore:
             if record is None or record.status.final or time.monotonic() >= deadline:
                 return record
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.02)
+            delay = min(delay * 2, 0.005)
 
     async def params(self, job_id: str) -> bytes | None:
         return await self.redis.get(keys.job_params(job_id))

@@ -71,7 +71,7 @@ class AerExecutor:
     def __init__(self, device: str = "CPU", compact: bool = True) -> None:
         self.device = device.upper()
         self.compact = compact
-        self._simulators: OrderedDict[tuple[str, tuple[int, ...]], AerSimulator] = OrderedDict()
+        self._simulators: OrderedDict[tuple[str, tuple[int, ...]], tuple[AerSimulator, bool]] = OrderedDict()
 
     def num_qubits(self, backend_name: str) -> int:
         return fake_backend(backend_name).num_qubits
@@ -84,23 +84,24 @@ class AerExecutor:
     ) -> tuple[AerSimulator, bool]:
         """The simulator for a job and whether its circuits must be compacted to ``keep``.
 
-        The backend's own noise model gives cached simulators; an explicit model (an option of
-        this one job) gives a fresh one.
+        The backend's own noise model gives simulators cached per (backend, qubit set); an
+        explicit model (an option of this one job) gives a fresh one.
         """
-        model = noise_model if noise_model is not None else backend_noise_model(backend_name)
-        reduced = reduce_noise_model(model, keep) if keep is not None else None
         if noise_model is not None:
-            return self._new_simulator(reduced if reduced is not None else model), reduced is not None
-        key = (backend_name, tuple(keep) if reduced is not None and keep is not None else ())
-        sim = self._simulators.get(key)
-        if sim is None:
-            sim = self._new_simulator(reduced if key[1] else model)
-            self._simulators[key] = sim
+            reduced = reduce_noise_model(noise_model, keep) if keep is not None else None
+            return self._new_simulator(reduced if reduced is not None else noise_model), reduced is not None
+        key = (backend_name, tuple(keep) if keep is not None else ())
+        cached = self._simulators.get(key)
+        if cached is None:
+            model = backend_noise_model(backend_name)
+            reduced = reduce_noise_model(model, keep) if keep is not None else None
+            cached = (self._new_simulator(reduced if reduced is not None else model), reduced is not None)
+            self._simulators[key] = cached
             if len(self._simulators) > SIMULATOR_CACHE_SIZE:
                 self._simulators.popitem(last=False)
         else:
             self._simulators.move_to_end(key)
-        return sim, bool(key[1])
+        return cached
 
     def _keep(self, widths: set[int], active: set[int]) -> list[int] | None:
         if not self.compact or not widths:
