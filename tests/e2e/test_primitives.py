@@ -124,3 +124,40 @@ def test_circuit_wider_than_backend_fails_readably(deployment, service) -> None:
     small = service.backend("fake_manila")
     ok = generate_preset_pass_manager(backend=small, optimization_level=1).run(bell())
     assert SamplerV2(mode=small).run([ok], shots=100).result()[0].data.meas.num_shots == 100
+
+
+def test_explicit_noise_model_and_ignored_options(service) -> None:
+    from qiskit_aer.noise import NoiseModel
+    from qiskit_ibm_runtime import SamplerV2
+
+    backend = service.backend("fake_sherbrooke")
+    isa = generate_preset_pass_manager(backend=backend, optimization_level=1).run(bell())
+    sampler = SamplerV2(mode=backend)
+    sampler.options.simulator.noise_model = NoiseModel()  # ideal
+    sampler.options.dynamical_decoupling.enable = True
+    sampler.options.twirling.enable_gates = True
+    job = sampler.run([isa], shots=2000)
+    result = job.result()
+    assert set(result[0].data.meas.get_counts()) <= {"00", "11"}
+    ignored = result.metadata["ignored_options"]
+    assert ignored["dynamical_decoupling"] == {"enable": True}
+    assert ignored["twirling"]["enable_gates"] is True
+    logs = job.logs()
+    assert "ignored" in logs and "dynamical_decoupling" in logs and "completed" in logs
+
+
+def test_estimator_default_shots_set_precision(service) -> None:
+    from qiskit_ibm_runtime import EstimatorV2
+
+    backend = service.backend("fake_manila")
+    qc = QuantumCircuit(1)
+    qc.x(0)
+    isa = generate_preset_pass_manager(backend=backend, optimization_level=1).run(qc)
+    obs = SparsePauliOp("Z").apply_layout(isa.layout)
+    estimator = EstimatorV2(mode=backend, options={"default_shots": 400, "resilience_level": 1})
+    job = estimator.run([(isa, obs)])
+    result = job.result()
+    assert result[0].metadata["target_precision"] == pytest.approx(0.05)
+    assert result[0].metadata["shots"] == 400
+    assert result[0].data.evs == pytest.approx(-1.0, abs=0.25)
+    assert result.metadata["ignored_options"]["resilience_level"] == 1
