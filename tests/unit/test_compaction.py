@@ -90,3 +90,27 @@ def test_compacted_estimation_matches_full() -> None:
 
     readout = FakeLagosV2().properties().readout_error(6)
     assert compact[0].data.evs[2] == pytest.approx(1 - 2 * readout, abs=0.03)
+
+
+def test_wide_circuits_pick_a_method_that_scales() -> None:
+    from qiskit_aer.noise import NoiseModel
+
+    ghz = QuantumCircuit(40)
+    ghz.h(0)
+    for q in range(39):
+        ghz.cx(q, q + 1)
+    ghz.measure_all()
+    executor = AerExecutor()
+    result = executor.sample(
+        "fake_sherbrooke", [SamplerPub.coerce(ghz, 200)], shots=200, seed=1, noise_model=NoiseModel()
+    )
+    assert set(result[0].data.meas.get_counts()) == {"0" * 40, "1" * 40}
+
+    rotated = ghz.remove_final_measurements(inplace=False)
+    for q in range(40):
+        rotated.rz(0.1, q)
+    rotated.measure_all()
+    result = executor.sample(
+        "fake_sherbrooke", [SamplerPub.coerce(rotated, 200)], shots=200, seed=1, noise_model=NoiseModel()
+    )
+    assert set(result[0].data.meas.get_counts()) == {"0" * 40, "1" * 40}

@@ -11,10 +11,12 @@ Sampling and estimation use Qiskit's ``BackendSamplerV2``/``BackendEstimatorV2``
 from __future__ import annotations
 
 import importlib
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
 
+from qiskit.circuit import QuantumCircuit
 from qiskit.primitives import BackendEstimatorV2, BackendSamplerV2, PrimitiveResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.observables_array import ObservablesArray
@@ -126,6 +128,7 @@ class AerExecutor:
                 SamplerPub(compact_circuit(pub.circuit, keep), pub.parameter_values, pub.shots, validate=False)
                 for pub in pubs
             ]
+        sim.set_options(method=choose_method(sim, [pub.circuit for pub in pubs], noisy=_noisy(sim)))
         sampler = BackendSamplerV2(backend=sim, options={"default_shots": shots, "seed_simulator": seed})
         return sampler.run(pubs).result()
 
@@ -146,8 +149,53 @@ class AerExecutor:
         sim, compacted = self.simulator(backend_name, noise_model, keep)
         if compacted and keep is not None:
             pubs = [_compact_estimator_pub(pub, keep) for pub in pubs]
+        sim.set_options(method=choose_method(sim, [pub.circuit for pub in pubs], noisy=_noisy(sim)))
         estimator = BackendEstimatorV2(backend=sim, options={"default_precision": precision, "seed_simulator": seed})
         return estimator.run(pubs).result()
+
+
+# Gates that map Pauli operators to Pauli operators (rz only at multiples of pi/2).
+_CLIFFORD_GATES = frozenset(
+    {"id", "x", "y", "z", "h", "s", "sdg", "sx", "sxdg", "cx", "cy", "cz", "swap", "ecr", "iswap", "dcx"}
+)
+_NON_GATES = frozenset({"measure", "reset", "barrier", "delay"})
+
+
+def is_clifford(circuit: QuantumCircuit) -> bool:
+    """Whether every operation is a Clifford gate, a measurement, reset, barrier or delay."""
+    for instruction in circuit.data:
+        op = instruction.operation
+        if op.name in _CLIFFORD_GATES or op.name in _NON_GATES:
+            continue
+        if op.name == "rz" and not op.is_parameterized() and _quarter_turn(float(op.params[0])):
+            continue
+        return False
+    return True
+
+
+def _quarter_turn(angle: float) -> bool:
+    turns = angle / (math.pi / 2)
+    return abs(turns - round(turns)) < 1e-9
+
+
+def choose_method(sim: AerSimulator, circuits: Sequence[QuantumCircuit], *, noisy: bool) -> str:
+    """Aer's own choice while a statevector fits in memory; beyond that, a method that scales.
+
+    Wide ideal Clifford circuits go to the stabilizer method (polynomial in qubits); anything
+    else wider than a statevector can hold goes to matrix product states, which handles noise
+    and low-entanglement circuits of hundreds of qubits.
+    """
+    width = max((c.num_qubits for c in circuits), default=0)
+    if width <= sim.configuration().n_qubits:
+        return "automatic"
+    if not noisy and all(is_clifford(c) for c in circuits):
+        return "stabilizer"
+    return "matrix_product_state"
+
+
+def _noisy(sim: AerSimulator) -> bool:
+    model = sim.options.noise_model
+    return model is not None and not model.is_ideal()
 
 
 def _observable_dicts(observables: ObservablesArray) -> list[dict[str, float]]:
