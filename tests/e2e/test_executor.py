@@ -175,3 +175,24 @@ def test_executor_circuit_item_with_sweep(service) -> None:
     spans = result.metadata.chunk_timing
     assert spans and spans[0].stop >= spans[0].start
     assert service.job(job.job_id()).tags == ["my_tag"]
+
+
+def test_unrunnable_program_fails_the_job_not_the_worker(service) -> None:
+    from qiskit_ibm_runtime import Executor, QuantumProgram
+    from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError
+
+    backend = service.backend("fake_manila")
+    qc = QuantumCircuit(1)
+    qc.x(0)
+    qc.measure_all()
+    isa = generate_preset_pass_manager(backend=backend, optimization_level=1).run(qc)
+    program = QuantumProgram(shots=10, meas_level="kerneled")
+    program.append_circuit_item(isa)
+    job = Executor(backend).run(program)
+    with pytest.raises(RuntimeJobFailureError, match="meas_level 'kerneled' is not available on a simulator"):
+        job.result()
+    assert job.status() == "ERROR"
+
+    program = QuantumProgram(shots=10)
+    program.append_circuit_item(isa)
+    assert Executor(backend).run(program).result()[0]["meas"].shape == (10, 1)
