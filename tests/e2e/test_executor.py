@@ -107,9 +107,9 @@ def test_estimator_docstring_example(service) -> None:
     assert float(result[0].data.evs) == pytest.approx(2.0, abs=0.3)
 
 
-@pytest.mark.parametrize("resilience_level", [None, 0, 1])
-def test_estimator_bell_against_statevector(service, resilience_level: int | None) -> None:
-    """Default options (TREX on at level 1), explicitly no mitigation, explicitly TREX."""
+@pytest.mark.parametrize("mitigation", ["default", "none", "trex", "trex+gate-twirling"])
+def test_estimator_bell_against_statevector(service, mitigation: str) -> None:
+    """Default options (TREX at resilience level 1), no mitigation, explicit TREX, TREX with gate twirling."""
     from qiskit_ibm_runtime.executor_estimator import Estimator
 
     backend = service.backend("fake_manila")
@@ -118,13 +118,16 @@ def test_estimator_bell_against_statevector(service, resilience_level: int | Non
     truth = Statevector(qc).expectation_value(observables).real
     isa = generate_preset_pass_manager(backend=backend, optimization_level=1).run(qc)
     estimator = Estimator(mode=backend)
-    if resilience_level is not None:
-        estimator.options.resilience_level = resilience_level
-    if resilience_level == 1:
+    if mitigation == "none":
+        estimator.options.resilience_level = 0
+    elif mitigation.startswith("trex"):
+        estimator.options.resilience_level = 0
         estimator.options.resilience.measure_mitigation = True
+        estimator.options.twirling.enable_measure = True
+        estimator.options.twirling.enable_gates = mitigation.endswith("gate-twirling")
     result = estimator.run([(isa, observables.apply_layout(isa.layout))], precision=0.02).result()
     value = float(result[0].data.evs)
-    if resilience_level == 0:
+    if mitigation == "none":
         # Unmitigated: readout and gate noise pull every term towards zero.
         assert truth - 0.5 < value < truth
     else:
@@ -174,7 +177,9 @@ def test_executor_circuit_item_with_sweep(service) -> None:
         assert p11 == pytest.approx(np.sin(theta_value / 2) ** 2, abs=0.08)
     spans = result.metadata.chunk_timing
     assert spans and spans[0].stop >= spans[0].start
-    assert service.job(job.job_id()).tags == ["my_tag"]
+    again = service.job(job.job_id())
+    assert again.tags == ["my_tag"]
+    assert isinstance(again.inputs["quantum_program"], QuantumProgram)
 
 
 def test_unrunnable_program_fails_the_job_not_the_worker(service) -> None:
