@@ -116,7 +116,8 @@ def test_decoded_samplex_is_finalized() -> None:
 def test_seed_in_experimental_options_repeats_results() -> None:
     program = sweep_program()
     params = encode(program, "v2.0", ExecutorOptions(experimental={"simulator": {"seed_simulator": 5}}))
-    assert run(params) != b"" and json.loads(run(params))["data"] == json.loads(run(params))["data"]
+    first, second = json.loads(run(params)), json.loads(run(params))
+    assert first["data"] == second["data"]
 
 
 def test_empty_noise_model_is_ideal() -> None:
