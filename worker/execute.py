@@ -16,17 +16,24 @@ from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 from worker.errors import ProgramError
 from worker.executors.aer import executor_for
 from worker.jobspec import ExecutionRequest, Outcome
-from worker.programs.primitives import PROGRAMS
+from worker.programs.executor import run_executor
+from worker.programs.primitives import PROGRAMS as PRIMITIVES
+
+PROGRAMS = {**PRIMITIVES, "executor": run_executor}
+# Executor params are plain pydantic JSON, not RuntimeEncoder output (PROTOCOL.md §5.3).
+_PLAIN_JSON_PROGRAMS = frozenset({"executor"})
 
 
-def decode_params(raw: bytes) -> dict:
+def decode_params(raw: bytes, *, plain: bool = False) -> dict:
     """``params`` with the client's own ``RuntimeDecoder`` (circuits, arrays, noise models...).
+
+    ``plain`` reads ordinary JSON instead, for programs whose params carry no type tags.
 
     Raises:
         ProgramError: the text is not a JSON object the decoder understands.
     """
     try:
-        params = json.loads(raw, cls=RuntimeDecoder)
+        params = json.loads(raw) if plain else json.loads(raw, cls=RuntimeDecoder)
     except Exception as exc:  # the decoder raises many types for corrupt QPY/ndarray payloads
         raise ProgramError(f"params could not be decoded: {type(exc).__name__}: {exc}") from None
     if not isinstance(params, dict):
@@ -43,12 +50,13 @@ def execute(request: ExecutionRequest) -> Outcome:
     program = PROGRAMS.get(request.program_id)
     if program is None:
         raise ProgramError(f"Program {request.program_id} is not supported by this worker.")
-    params = decode_params(request.params)
+    params = decode_params(request.params, plain=request.program_id in _PLAIN_JSON_PROGRAMS)
     executor = executor_for(request.device)
     start = time.perf_counter()
     output = program(params, request.backend, executor, request.defaults)
     elapsed = time.perf_counter() - start
-    text = json.dumps(output.result, cls=RuntimeEncoder).encode()
+    result = output.result
+    text = result if isinstance(result, bytes) else json.dumps(result, cls=RuntimeEncoder).encode()
     return Outcome(text, output.warnings, output.num_pubs, elapsed, qiskit.__version__)
 
 

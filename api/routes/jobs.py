@@ -13,10 +13,11 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.responses import MsgspecResponse
 from shared.errors import InvalidRequest, JobNotFound, PayloadTooLarge, ProgramNotFound
+from shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
 from shared.models import JobRecord, JobStatus, JobSubmission, job_view
 from shared.queue import enqueue_run
 
-PROGRAMS = frozenset({"sampler", "estimator"})
+PROGRAMS = frozenset({"sampler", "estimator", "executor"})
 MAX_TAG_LENGTH = 255
 
 _decode_submission = msgspec.json.Decoder(JobSubmission).decode
@@ -30,6 +31,34 @@ class _PrimitiveParams(msgspec.Struct):
 
 
 _decode_primitive_params = msgspec.json.Decoder(_PrimitiveParams).decode
+
+
+class _ExecutorParams(msgspec.Struct):
+    """The outline of executor ``params`` (PROTOCOL.md §5.3); the worker validates the rest.
+
+    The full pydantic models (``ibm_quantum_schemas``) import qiskit, which the API never loads.
+    """
+
+    schema_version: str
+    quantum_program: dict[str, object]
+    options: dict[str, object] | None = None
+
+
+_decode_executor_params = msgspec.json.Decoder(_ExecutorParams).decode
+
+
+def _validate_executor_params(raw: msgspec.Raw) -> None:
+    try:
+        params = _decode_executor_params(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"Invalid params for program executor: {exc}") from None
+    if params.schema_version not in EXECUTOR_SCHEMA_VERSIONS:
+        raise InvalidRequest(
+            f"Unsupported executor schema_version {params.schema_version!r}; "
+            f"supported: {', '.join(EXECUTOR_SCHEMA_VERSIONS)}."
+        )
+    if not isinstance(params.quantum_program.get("items"), list):
+        raise InvalidRequest("params.quantum_program.items must be a list of program items.")
 
 
 def new_job_id() -> str:
@@ -61,12 +90,15 @@ def _validate(submission: JobSubmission, request: Request) -> None:
     request.state.catalog.get(submission.backend)
     if not bytes(submission.params).strip(b" \t\r\n").startswith(b"{"):
         raise InvalidRequest("The 'params' field is required and must be a JSON object.")
-    try:
-        params = _decode_primitive_params(submission.params)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid params for program {submission.program_id}: {exc}") from None
-    if not params.pubs:
-        raise InvalidRequest("params.pubs must contain at least one PUB.")
+    if submission.program_id == "executor":
+        _validate_executor_params(submission.params)
+    else:
+        try:
+            params = _decode_primitive_params(submission.params)
+        except msgspec.ValidationError as exc:
+            raise InvalidRequest(f"Invalid params for program {submission.program_id}: {exc}") from None
+        if not params.pubs:
+            raise InvalidRequest("params.pubs must contain at least one PUB.")
     for tag in submission.tags or []:
         if not tag or len(tag) > MAX_TAG_LENGTH:
             raise InvalidRequest(f"Tags must be 1 to {MAX_TAG_LENGTH} characters long.")

@@ -101,6 +101,28 @@ async def test_missing_credentials_is_401(client: httpx.AsyncClient) -> None:
         (b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": []}}', 400, "at least one PUB"),
         (b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": 3}}', 400, "pubs"),
         (b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}, "cost": -1}', 400, "cost"),
+        (
+            b'{"program_id": "executor", "backend": "fake_manila", "params": {"quantum_program": {}}}',
+            400,
+            "schema_version",
+        ),
+        (
+            b'{"program_id": "executor", "backend": "fake_manila", '
+            b'"params": {"schema_version": "v0.9", "quantum_program": {"items": []}}}',
+            400,
+            "Unsupported executor schema_version 'v0.9'",
+        ),
+        (
+            b'{"program_id": "executor", "backend": "fake_manila", "params": {"schema_version": "v2.0"}}',
+            400,
+            "quantum_program",
+        ),
+        (
+            b'{"program_id": "executor", "backend": "fake_manila", '
+            b'"params": {"schema_version": "v2.0", "quantum_program": {"items": 1}}}',
+            400,
+            "items must be a list",
+        ),
     ],
 )
 async def test_bad_submissions(client: httpx.AsyncClient, body: bytes, status: int, fragment: str) -> None:

@@ -28,9 +28,13 @@ from worker.programs.options import SimulatorChoices, parse_options
 
 @dataclass
 class ProgramOutput:
-    """A finished program: its result and the warnings for the job log."""
+    """A finished program: its result and the warnings for the job log.
 
-    result: PrimitiveResult
+    ``result`` is a ``PrimitiveResult`` (sent as RuntimeEncoder JSON) or, for programs whose
+    results follow a published schema (``executor``), the already encoded JSON bytes.
+    """
+
+    result: PrimitiveResult | bytes
     warnings: list[str] = field(default_factory=list)
     num_pubs: int = 0
 

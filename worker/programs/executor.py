@@ -1,0 +1,310 @@
+"""The ``executor`` program: a ``QuantumProgram`` from ``Executor`` or the client-side primitives.
+
+``qiskit_ibm_runtime.executor_sampler.Sampler``, ``executor_estimator.Estimator`` and the raw
+``Executor`` send plain pydantic JSON (PROTOCOL.md §5.3). It is decoded with the client's own
+``QUANTUM_PROGRAM_PARAMS_CONVERTERS`` for its ``schema_version``, every item runs through the
+worker's executor seam (the backend's noise model by default, as for ``sampler``), and the answer
+is the ``ibm_quantum_schemas`` ``QuantumProgramResultModel`` of the same schema version, echoing
+``semantic_role`` and ``passthrough_data`` so the client's post-processors build a
+``PrimitiveResult`` (PROTOCOL.md §5.5, P10).
+
+Samplex items (twirling, TREX, every estimator PUB) are sampled on the server with samplomatic,
+broadcast over the item's shape with the client's own ``broadcast_sample`` (the building block of
+its local-mode reference executor), and the samplex outputs other than ``parameter_values`` (e.g.
+``measurement_flips.*``) are returned next to the measured bits, as IBM's executor does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
+from worker.errors import ProgramError
+from worker.executors.base import Executor
+from worker.jobspec import Defaults
+from worker.programs.primitives import ProgramOutput
+
+
+@dataclass
+class DecodedProgram:
+    """An executor job's ``params``: the schema model as received and the client's objects.
+
+    ``program`` is a ``qiskit_ibm_runtime.QuantumProgram`` with finalized samplex items;
+    ``options`` an ``ExecutorOptions``; ``model`` the validated ``ParamsModel`` (kept so the
+    result can echo ``passthrough_data`` exactly as it arrived).
+    """
+
+    schema_version: str
+    model: Any
+    program: Any
+    options: Any
+
+
+@dataclass
+class ItemRun:
+    """One executed program item: its result arrays and when it ran (UTC)."""
+
+    results: dict[str, np.ndarray]
+    size: int
+    ndim: int
+    start: datetime
+    stop: datetime
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg')}{more}" if where else f"{first.get('msg')}{more}"
+
+
+def decode_executor_params(params: dict[str, Any]) -> DecodedProgram:
+    """Validate and decode executor ``params`` exactly as the client encoded them.
+
+    Samplex items are finalized here: samplex JSON deserialises unfinalized (PROTOCOL.md P7).
+
+    Raises:
+        ProgramError: unknown or missing ``schema_version``, a body the schema rejects, corrupt
+            QPY/tensors, or a samplex that cannot be rebuilt or finalized.
+    """
+    from qiskit_ibm_runtime.quantum_program.params_converters import QUANTUM_PROGRAM_PARAMS_CONVERTERS
+
+    version = params.get("schema_version")
+    if version not in EXECUTOR_SCHEMA_VERSIONS or version not in QUANTUM_PROGRAM_PARAMS_CONVERTERS:
+        raise ProgramError(
+            f"Unsupported executor schema_version {version!r}; this server accepts {list(EXECUTOR_SCHEMA_VERSIONS)}."
+        )
+    converter = QUANTUM_PROGRAM_PARAMS_CONVERTERS[version]
+    try:
+        model = converter.model.model_validate(params)
+    except ValidationError as exc:
+        raise ProgramError(f"Invalid executor params ({version}): {_first_error(exc)}") from None
+    except Exception as exc:  # corrupt base64/zlib inside validators surfaces as other types
+        raise ProgramError(f"Invalid executor params ({version}): {type(exc).__name__}: {exc}") from None
+    try:
+        program, options = converter.decoder(model)
+    except Exception as exc:  # QPY, samplex JSON and tensor decoding raise many types
+        raise ProgramError(
+            f"The quantum program could not be decoded ({version}): {type(exc).__name__}: {exc}"
+        ) from None
+    for index, item in enumerate(program.items):
+        samplex = getattr(item, "samplex", None)
+        if samplex is not None and not samplex._finalized:
+            try:
+                samplex.finalize()
+            except Exception as exc:
+                raise ProgramError(f"Item {index}: the samplex could not be finalized: {exc}") from None
+    return DecodedProgram(version, model, program, options)
+
+
+@dataclass
+class SimulationChoices:
+    """What steers the simulation: seed and noise model (``None``: the backend's own noise)."""
+
+    seed: int | None = None
+    noise_model: Any = None
+
+
+def _dig(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def simulation_choices(decoded: DecodedProgram) -> SimulationChoices:
+    """The seed and noise model for this program.
+
+    The executor options carry no simulator options (``ExecutorOptions.simulator`` is for local
+    mode only and is not sent), so two places are read:
+
+    * ``options.experimental.simulator``: ``{"seed_simulator": int, "noise_model": dict}``, a
+      server extension for the raw ``Executor``; ``noise_model`` is ``NoiseModel.to_dict()``
+      (``{}`` simulates without noise);
+    * the seed the client-side Sampler/Estimator put in ``passthrough_data`` from their own
+      ``options.simulator.seed_simulator``.
+
+    Raises:
+        ProgramError: a seed that is not a non-negative integer, or a noise model Aer rejects.
+    """
+    experimental = decoded.options.experimental or {}
+    simulator = experimental.get("simulator") or {}
+    if not isinstance(simulator, dict):
+        raise ProgramError("options.experimental.simulator must be a mapping.")
+    seed = simulator.get("seed_simulator")
+    if seed is None:
+        passthrough = decoded.program.passthrough_data
+        seed = _dig(passthrough, "post_processor", "options", "simulator", "seed_simulator")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ProgramError(f"seed_simulator must be a non-negative integer, got {seed!r}.")
+    noise_model = None
+    if "noise_model" in simulator:
+        from qiskit_aer.noise import NoiseModel
+
+        raw = simulator["noise_model"]
+        if not isinstance(raw, dict):
+            raise ProgramError("options.experimental.simulator.noise_model must be NoiseModel.to_dict() output.")
+        try:
+            noise_model = NoiseModel.from_dict(raw) if raw else NoiseModel()
+        except Exception as exc:
+            raise ProgramError(f"options.experimental.simulator.noise_model is invalid: {exc}") from None
+    return SimulationChoices(seed, noise_model)
+
+
+def ignored_options(decoded: DecodedProgram) -> dict[str, Any]:
+    """Execution options set away from their defaults that a simulator cannot honour."""
+    execution = decoded.options.execution
+    ignored: dict[str, Any] = {}
+    if not execution.init_qubits:
+        ignored["init_qubits"] = False
+    if execution.rep_delay is not None:
+        ignored["rep_delay"] = execution.rep_delay
+    if execution.scheduler_timing:
+        ignored["scheduler_timing"] = True
+    if execution.stretch_values:
+        ignored["stretch_values"] = True
+    if any(getattr(item, "chunk_size", None) for item in decoded.program.items):
+        ignored["chunk_size"] = "set on an item"
+    return ignored
+
+
+def _sample_item(
+    index: int,
+    item: Any,
+    shots: int,
+    backend: str,
+    executor: Executor,
+    choices: SimulationChoices,
+    rng: np.random.Generator,
+) -> ItemRun:
+    from qiskit.primitives.containers.bindings_array import BindingsArray
+    from qiskit.primitives.containers.sampler_pub import SamplerPub
+    from qiskit_ibm_runtime.fake_provider.executor.broadcast_sample import broadcast_sample
+
+    start = datetime.now(UTC)
+    shape = tuple(item.shape)
+    extra: dict[str, np.ndarray] = {}
+    if hasattr(item, "samplex"):
+        try:
+            extra = broadcast_sample(item.samplex, item.samplex_arguments, shape, rng)
+            values = extra.pop("parameter_values", None)
+        except Exception as exc:
+            raise ProgramError(f"Item {index}: the samplex could not be sampled: {type(exc).__name__}: {exc}") from None
+    else:
+        values = item.circuit_arguments
+    circuit = item.circuit
+    try:
+        if circuit.num_parameters:
+            bindings = BindingsArray({tuple(circuit.parameters): np.asarray(values, dtype=float)})
+        else:
+            # No parameters: the sweep shape alone still sets the result's leading axes.
+            bindings = BindingsArray(shape=shape)
+    except (ValueError, TypeError) as exc:
+        raise ProgramError(f"Item {index}: the parameter values do not fit the circuit: {exc}") from None
+    if bindings.shape != shape:
+        raise ProgramError(f"Item {index}: parameter values have shape {bindings.shape}, the item {shape}.")
+    try:
+        pub = SamplerPub.coerce((circuit, bindings), shots)
+    except (ValueError, TypeError) as exc:
+        raise ProgramError(f"Item {index} is invalid: {exc}") from None
+    result = executor.sample(backend, [pub], shots=shots, seed=choices.seed, noise_model=choices.noise_model)
+    bits = {name: array.to_bool_array(order="little") for name, array in result[0].data.items()}
+    stop = datetime.now(UTC)
+    return ItemRun({**extra, **bits}, math.prod(shape), len(shape), start, stop)
+
+
+def encode_result(decoded: DecodedProgram, runs: list[ItemRun]) -> bytes:
+    """The ``QuantumProgramResultModel`` JSON of the job's schema version.
+
+    Tensors are ``CompressedTensorModel`` for v2.0 and ``TensorModel`` for v1.x. One
+    ``chunk_timing`` span per item with its real start/stop, covering all of its elements.
+    ``passthrough_data`` and ``semantic_role`` are echoed from the params model unchanged.
+
+    Raises:
+        ProgramError: a result array has a dtype the schema cannot carry.
+    """
+    from ibm_quantum_schemas.common import CompressedTensorModel, TensorModel
+
+    module = importlib.import_module(
+        f"ibm_quantum_schemas.executor.version_{decoded.schema_version[1:].replace('.', '_')}"
+    )
+    tensor = CompressedTensorModel if decoded.schema_version == "v2.0" else TensorModel
+    quantum_program = decoded.model.quantum_program
+    try:
+        data = [
+            module.QuantumProgramResultItemModel(
+                results={name: tensor.from_numpy(np.ascontiguousarray(array)) for name, array in run.results.items()},
+                metadata=module.ItemMetadataModel(),
+            )
+            for run in runs
+        ]
+    except ValueError as exc:
+        raise ProgramError(f"A result could not be encoded: {exc}") from None
+    spans = [
+        module.ChunkSpan(
+            start=run.start,
+            stop=run.stop,
+            parts=[
+                module.ChunkPart(
+                    idx_item=index,
+                    size=run.size,
+                    permutation=list(range(run.ndim)),
+                    element_range=(0, run.size, 1),
+                )
+            ],
+        )
+        for index, run in enumerate(runs)
+    ]
+    result = module.QuantumProgramResultModel(
+        data=data,
+        metadata=module.MetadataModel(chunk_timing=spans),
+        passthrough_data=quantum_program.passthrough_data,
+        semantic_role=quantum_program.semantic_role,
+    )
+    return result.model_dump_json().encode()
+
+
+def run_executor(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> ProgramOutput:
+    """Run executor ``params`` (plain JSON, PROTOCOL.md §5.3) on ``backend``.
+
+    Every item runs with ``quantum_program.shots`` shots; the answer is the encoded
+    ``QuantumProgramResultModel`` (bytes) in the params' schema version.
+
+    Raises:
+        ProgramError: the program cannot run here (see :func:`decode_executor_params`), a
+            measurement level other than ``classified``, too many shots, a circuit wider than
+            the backend, or a samplex that fails to sample.
+    """
+    decoded = decode_executor_params(params)
+    program = decoded.program
+    if program.meas_level != "classified":
+        raise ProgramError(
+            f"meas_level {program.meas_level!r} is not available on a simulator; only 'classified' is supported."
+        )
+    if program.shots > defaults.max_shots:
+        raise ProgramError(f"At most {defaults.max_shots} shots are allowed, got {program.shots}.")
+    width = executor.num_qubits(backend)
+    for index, item in enumerate(program.items):
+        if item.circuit.num_qubits > width:
+            raise ProgramError(
+                f"Item {index}: the circuit has {item.circuit.num_qubits} qubits, more than the "
+                f"{width} qubits of the backend."
+            )
+    choices = simulation_choices(decoded)
+    rng = np.random.default_rng(choices.seed)
+    runs = [
+        _sample_item(index, item, program.shots, backend, executor, choices, rng)
+        for index, item in enumerate(program.items)
+    ]
+    ignored = ignored_options(decoded)
+    warnings = [f"Options with no effect on a simulator were accepted and ignored: {ignored}"] if ignored else []
+    return ProgramOutput(encode_result(decoded, runs), warnings, len(program.items))
