@@ -52,6 +52,8 @@ def main() -> None:
     started = time.time()
     print("ideal random circuit ...", flush=True)
     rows += cases.ideal_random_circuit(args.repeat)
+    print("status hold ...", flush=True)
+    rows += cases.status_hold(args.repeat)
     with deployment(args.redis_url, workers=1) as dep:
         print("noisy Bell ...", flush=True)
         rows += cases.noisy_bell(dep, args.repeat)

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
 import numpy as np
@@ -269,4 +270,37 @@ def worker_memory(dep: Deployment, jobs: int) -> list[Row]:
             "flat (< +5%)",
             growth < 0.05,
         ),
+    ]
+
+
+def _run_once(sampler, isa) -> None:  # type: ignore[no-untyped-def]
+    sampler.run([isa], shots=1024).result()
+
+
+def status_hold(repeat: int) -> list[Row]:
+    """What the client waits for a small job with and without holding status requests."""
+    import qiskit_ibm_runtime.fake_provider as fakes
+    from qiskit_ibm_runtime import QiskitRuntimeService, SamplerV2
+
+    from bench.servers import deployment
+
+    timings = {}
+    for hold in ("0", "0.25"):
+        with deployment(None, QRS_STATUS_HOLD=hold) as dep:
+            os.environ.update(dep.client_env())
+            backend = QiskitRuntimeService().backend("fake_manila")
+            isa = bell(fakes.FakeManilaV2())
+            sampler = SamplerV2(mode=backend)
+            sampler.run([isa], shots=1024).result()
+            timings[hold] = median_time(partial(_run_once, sampler, isa), repeat)
+    ratio = timings["0"] / timings["0.25"]
+    return [
+        Row(
+            "client-perceived latency, small job (fake_manila Bell), embedded: QRS_STATUS_HOLD=0.25 vs 0",
+            f"{timings['0.25'] * 1000:.0f} ms",
+            f"{timings['0'] * 1000:.0f} ms",
+            f"{ratio:.1f}x faster",
+            "-",
+            None,
+        )
     ]
