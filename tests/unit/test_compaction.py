@@ -114,3 +114,17 @@ def test_wide_circuits_pick_a_method_that_scales() -> None:
         "fake_sherbrooke", [SamplerPub.coerce(rotated, 200)], shots=200, seed=1, noise_model=NoiseModel()
     )
     assert set(result[0].data.meas.get_counts()) == {"0" * 40, "1" * 40}
+
+
+def test_reduced_model_holds_only_the_job_instructions() -> None:
+    from worker.executors.aer import backend_noise_model
+    from worker.executors.compaction import reduce_noise_model, used_instructions
+
+    qc = dynamic_circuit()
+    used = used_instructions([qc])
+    assert ("x", (5,)) in used  # inside the if_test block, mapped to the outer qubit
+    reduced = reduce_noise_model(backend_noise_model(BACKEND), [2, 5], used)
+    assert reduced is not None
+    names = {error["operations"][0] for error in reduced.to_dict()["errors"] if error["type"] == "qerror"}
+    assert names <= {"x", "sx", "reset"}
+    assert reduced.to_dict() is reduced.to_dict()  # serialised once

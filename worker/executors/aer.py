@@ -21,21 +21,28 @@ from qiskit.primitives import BackendEstimatorV2, BackendSamplerV2, PrimitiveRes
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.observables_array import ObservablesArray
 from qiskit.primitives.containers.sampler_pub import SamplerPub
+from qiskit.quantum_info import Kraus
 from qiskit_aer import AerSimulator
-from qiskit_aer.noise import NoiseModel
+from qiskit_aer.noise import NoiseModel, QuantumError
 from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
 from worker.errors import ProgramError
 from worker.executors.compaction import (
+    ErrorTransform,
+    Instruction,
     active_qubits,
     compact_circuit,
     compact_pauli,
     pauli_support,
     reduce_noise_model,
+    used_instructions,
 )
 
-# Distinct (backend, qubit set) simulators kept per process; a workload rarely uses more layouts.
-SIMULATOR_CACHE_SIZE = 64
+# Distinct (backend, qubits, instructions) simulators kept per process.
+SIMULATOR_CACHE_SIZE = 128
+# Up to this many active qubits Aer simulates noise as a density matrix, where a Kraus channel
+# per gate is cheapest; wider circuits run as trajectories, where mixtures of unitaries are.
+KRAUS_MAX_QUBITS = 10
 
 
 @cache
@@ -65,6 +72,12 @@ def backend_noise_model(name: str) -> NoiseModel:
 class AerExecutor:
     """Runs PUBs on ``AerSimulator(device=device)`` with the backend's (or a given) noise model.
 
+    Each job is compacted to its active qubits and runs against a noise model holding only the
+    errors of the instructions it applies (plus readout errors of its qubits), on a simulator
+    cached per (backend, qubits, instructions). Up to ``KRAUS_MAX_QUBITS`` qubits, where Aer
+    simulates noisy circuits as density matrices, each gate error is replaced by its Kraus
+    form: the same channel, but one operation instead of a mixture of up to ~150 circuits.
+
     Args:
         device: ``"CPU"`` or ``"GPU"`` (qiskit-aer-gpu; one GPU per worker process).
         compact: simulate only the qubits the PUBs use (results are identical in law).
@@ -73,7 +86,8 @@ class AerExecutor:
     def __init__(self, device: str = "CPU", compact: bool = True) -> None:
         self.device = device.upper()
         self.compact = compact
-        self._simulators: OrderedDict[tuple[str, tuple[int, ...]], tuple[AerSimulator, bool]] = OrderedDict()
+        self._simulators: OrderedDict[tuple[object, ...], tuple[AerSimulator, bool]] = OrderedDict()
+        self._kraus_errors: dict[tuple[str, str, tuple[int, ...]], QuantumError] = {}
 
     def num_qubits(self, backend_name: str) -> int:
         return fake_backend(backend_name).num_qubits
@@ -81,29 +95,51 @@ class AerExecutor:
     def _new_simulator(self, noise_model: NoiseModel) -> AerSimulator:
         return AerSimulator(noise_model=noise_model, device=self.device)
 
-    def simulator(
-        self, backend_name: str, noise_model: NoiseModel | None, keep: Sequence[int] | None
-    ) -> tuple[AerSimulator, bool]:
-        """The simulator for a job and whether its circuits must be compacted to ``keep``.
+    def _kraus_transform(self, backend_name: str | None) -> ErrorTransform:
+        def transform(name: str, qubits: tuple[int, ...], error: QuantumError) -> QuantumError:
+            if backend_name is None:
+                return QuantumError(Kraus(error))
+            key = (backend_name, name, qubits)
+            if key not in self._kraus_errors:
+                self._kraus_errors[key] = QuantumError(Kraus(error))
+            return self._kraus_errors[key]
 
-        The backend's own noise model gives simulators cached per (backend, qubit set); an
-        explicit model (an option of this one job) gives a fresh one.
+        return transform
+
+    def _reduce(
+        self, model: NoiseModel, backend_name: str | None, keep: Sequence[int], used: frozenset[Instruction]
+    ) -> NoiseModel | None:
+        transform = self._kraus_transform(backend_name) if len(keep) <= KRAUS_MAX_QUBITS else None
+        return reduce_noise_model(model, keep, used, transform)
+
+    def simulator(
+        self, backend_name: str, noise_model: NoiseModel | None, circuits: Sequence[QuantumCircuit], active: set[int]
+    ) -> tuple[AerSimulator, list[int] | None]:
+        """The simulator for a job, and the qubits its circuits must be compacted to (or ``None``).
+
+        The backend's own noise model gives cached simulators; an explicit model (an option of
+        this one job) gives a fresh one.
         """
+        keep = self._keep({c.num_qubits for c in circuits}, active)
+        used = used_instructions(circuits) if keep is not None else frozenset()
         if noise_model is not None:
-            reduced = reduce_noise_model(noise_model, keep) if keep is not None else None
-            return self._new_simulator(reduced if reduced is not None else noise_model), reduced is not None
-        key = (backend_name, tuple(keep) if keep is not None else ())
+            reduced = self._reduce(noise_model, None, keep, used) if keep is not None else None
+            if reduced is None:
+                return self._new_simulator(noise_model), None
+            return self._new_simulator(reduced), keep
+        key = (backend_name, tuple(keep or ()), used)
         cached = self._simulators.get(key)
         if cached is None:
             model = backend_noise_model(backend_name)
-            reduced = reduce_noise_model(model, keep) if keep is not None else None
+            reduced = self._reduce(model, backend_name, keep, used) if keep is not None else None
             cached = (self._new_simulator(reduced if reduced is not None else model), reduced is not None)
             self._simulators[key] = cached
             if len(self._simulators) > SIMULATOR_CACHE_SIZE:
                 self._simulators.popitem(last=False)
         else:
             self._simulators.move_to_end(key)
-        return cached
+        sim, compacted = cached
+        return sim, keep if compacted else None
 
     def _keep(self, widths: set[int], active: set[int]) -> list[int] | None:
         if not self.compact or not widths:
@@ -120,10 +156,10 @@ class AerExecutor:
         seed: int | None,
         noise_model: NoiseModel | None,
     ) -> PrimitiveResult:
-        active = set().union(*(active_qubits(pub.circuit) for pub in pubs))
-        keep = self._keep({pub.circuit.num_qubits for pub in pubs}, active)
-        sim, compacted = self.simulator(backend_name, noise_model, keep)
-        if compacted and keep is not None:
+        circuits = [pub.circuit for pub in pubs]
+        active = set().union(*(active_qubits(c) for c in circuits))
+        sim, keep = self.simulator(backend_name, noise_model, circuits, active)
+        if keep is not None:
             pubs = [
                 SamplerPub(compact_circuit(pub.circuit, keep), pub.parameter_values, pub.shots, validate=False)
                 for pub in pubs
@@ -141,13 +177,13 @@ class AerExecutor:
         seed: int | None,
         noise_model: NoiseModel | None,
     ) -> PrimitiveResult:
+        circuits = [pub.circuit for pub in pubs]
         active: set[int] = set()
         for pub in pubs:
             active |= active_qubits(pub.circuit)
             active |= pauli_support(label for obs in _observable_dicts(pub.observables) for label in obs)
-        keep = self._keep({pub.circuit.num_qubits for pub in pubs}, active)
-        sim, compacted = self.simulator(backend_name, noise_model, keep)
-        if compacted and keep is not None:
+        sim, keep = self.simulator(backend_name, noise_model, circuits, active)
+        if keep is not None:
             pubs = [_compact_estimator_pub(pub, keep) for pub in pubs]
         sim.set_options(method=choose_method(sim, [pub.circuit for pub in pubs], noisy=_noisy(sim)))
         estimator = BackendEstimatorV2(backend=sim, options={"default_precision": precision, "seed_simulator": seed})

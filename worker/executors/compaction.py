@@ -14,10 +14,11 @@ simulates the full circuit with the full model (slower, still correct).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from qiskit.circuit import CircuitInstruction, QuantumCircuit, QuantumRegister
-from qiskit_aer.noise import NoiseModel
+from qiskit_aer.noise import NoiseModel, QuantumError
 from qiskit_aer.noise.passes import RelaxationNoisePass
 
 _NOT_ACTIVE = frozenset({"barrier"})
@@ -79,12 +80,56 @@ def pauli_support(labels: Iterable[str]) -> set[int]:
     return support
 
 
-def reduce_noise_model(model: NoiseModel, keep: Sequence[int]) -> NoiseModel | None:
+Instruction = tuple[str, tuple[int, ...]]
+"""An instruction name and the (physical) qubits it acts on, e.g. ``("ecr", (3, 4))``."""
+
+ErrorTransform = Callable[[str, tuple[int, ...], QuantumError], QuantumError]
+
+
+class FrozenNoiseModel(NoiseModel):
+    """A ``NoiseModel`` that is never changed after it is built, so it serialises only once.
+
+    Aer converts the noise model to a dict (and JSON) on every ``run``; for a cached model that
+    was most of a small job's time.
+    """
+
+    def to_dict(self, serializable: bool = False) -> dict[str, Any]:
+        cache: dict[bool, dict[str, Any]] = self.__dict__.setdefault("_frozen_dicts", {})
+        if serializable not in cache:
+            cache[serializable] = super().to_dict(serializable)
+        return cache[serializable]
+
+
+def used_instructions(circuits: Iterable[QuantumCircuit]) -> frozenset[Instruction]:
+    """The (name, qubits) pairs that ``circuits`` apply, inside control-flow blocks too."""
+    used: set[Instruction] = set()
+
+    def visit(circuit: QuantumCircuit, qubit_map: Sequence[int]) -> None:
+        for instruction in circuit.data:
+            qubits = tuple(qubit_map[circuit.find_bit(q).index] for q in instruction.qubits)
+            used.add((instruction.operation.name, qubits))
+            for block in getattr(instruction.operation, "blocks", ()):
+                visit(block, qubits)
+
+    for circuit in circuits:
+        visit(circuit, range(circuit.num_qubits))
+    return frozenset(used)
+
+
+def reduce_noise_model(
+    model: NoiseModel,
+    keep: Sequence[int],
+    used: frozenset[Instruction] | None = None,
+    transform: ErrorTransform | None = None,
+) -> FrozenNoiseModel | None:
     """The part of ``model`` acting only on qubits ``keep``, renumbered to ``0..len(keep)-1``.
 
     Errors on gates that involve any other qubit are dropped: those gates do not occur in a
-    circuit compacted to ``keep``. ``None`` when the model has all-qubit (default) errors or
-    custom passes this function does not know how to cut down.
+    circuit compacted to ``keep``. With ``used`` (physical numbering), only the gate errors of
+    those instructions are kept (readout errors of every kept qubit stay: the estimator adds
+    its own measurements). ``transform(name, physical_qubits, error)`` may replace each kept
+    error by an equivalent one (e.g. its Kraus form). ``None`` when the model has all-qubit
+    (default) errors or custom passes this function does not know how to cut down.
     """
     position = {physical: i for i, physical in enumerate(keep)}
     try:
@@ -95,11 +140,14 @@ def reduce_noise_model(model: NoiseModel, keep: Sequence[int]) -> NoiseModel | N
         passes = list(model._custom_noise_passes)
     except AttributeError:
         return None
-    reduced = NoiseModel(basis_gates=model.basis_gates)
+    reduced = FrozenNoiseModel(basis_gates=model.basis_gates)
     for name, by_qubits in local_errors.items():
         for qubits, error in by_qubits.items():
-            if all(q in position for q in qubits):
-                reduced.add_quantum_error(error, name, [position[q] for q in qubits], warnings=False)
+            if not all(q in position for q in qubits) or (used is not None and (name, qubits) not in used):
+                continue
+            if transform is not None:
+                error = transform(name, qubits, error)
+            reduced.add_quantum_error(error, name, [position[q] for q in qubits], warnings=False)
     for qubits, error in readout_errors.items():
         if all(q in position for q in qubits):
             reduced.add_readout_error(error, [position[q] for q in qubits], warnings=False)
