@@ -47,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Worker side.
     worker_id: str = ""
     device: str = "CPU"
-    poll_delay: float = 0.02
+    poll_delay: float = 0.005
     job_lease: float = 15.0
     max_attempts: int = 3
     log_level: str = "INFO"
