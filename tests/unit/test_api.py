@@ -26,6 +26,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             token = (await http.post("/identity/token", data={"apikey": "k"})).json()["access_token"]
             http.headers["Authorization"] = f"Bearer {token}"
+            http.app_state = state  # type: ignore[attr-defined]
             yield http
 
 
@@ -161,3 +162,22 @@ async def test_submit_queues_and_stores_params_verbatim(client: httpx.AsyncClien
     assert status["length_queue"] == 1
     other = await client.get(f"/api/v1/jobs/{job_id}", headers={"Service-CRN": "crn:other"})
     assert other.status_code == 404
+
+
+async def test_status_request_waits_briefly_for_a_finishing_job(client: httpx.AsyncClient) -> None:
+    import asyncio
+
+    from shared.models import JobStatus
+
+    body = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}}'
+    job_id = (await client.post("/api/v1/jobs", content=body)).json()["id"]
+    store = client.app_state["store"]  # type: ignore[attr-defined]
+
+    async def finish_soon() -> None:
+        await asyncio.sleep(0.05)
+        await store.finish(job_id, JobStatus.COMPLETED, b"{}")
+
+    task = asyncio.create_task(finish_soon())
+    job = (await client.get(f"/api/v1/jobs/{job_id}", params={"exclude_params": "true"})).json()
+    await task
+    assert job["state"]["status"] == "Completed"
