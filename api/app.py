@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import auth
+from api.finished import FinishedJobs
 from api.responses import MsgspecResponse, error_response
 from api.routes import backends, instances, jobs
 from api.state import AppState
@@ -125,12 +126,16 @@ def create_app(
             async with contextlib.AsyncExitStack() as stack:
                 if background is not None:
                     await stack.enter_async_context(background(redis))
+                finished = FinishedJobs(redis)
+                await finished.start()
+                stack.push_async_callback(finished.stop)
                 state: AppState = {
                     "settings": settings,
                     "pool": redis,
                     "store": JobStore(redis),
                     "catalog": catalog,
                     "jwt_secret": await shared_jwt_secret(settings, redis),
+                    "finished": finished,
                 }
                 if on_ready is not None:
                     on_ready()

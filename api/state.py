@@ -6,6 +6,7 @@ from typing import TypedDict
 
 from arq.connections import ArqRedis
 
+from api.finished import FinishedJobs
 from shared.backends import BackendCatalog
 from shared.settings import Settings
 from shared.store import JobStore
@@ -17,3 +18,4 @@ class AppState(TypedDict):
     store: JobStore
     catalog: BackendCatalog
     jwt_secret: str
+    finished: FinishedJobs

@@ -9,12 +9,15 @@ qrs:jobs:{instance}             zset    job ids of an instance, scored by creati
 qrs:pending:{backend}           set     ids of the backend's queued or running jobs
 qrs:usage:{instance}:{YYYY-MM}  string  seconds of simulation used by the instance that month
 qrs:jwt-secret                  string  token signing secret shared by every API process
+qrs:finished                    channel ids of jobs that just reached a final state
 """
 
 from __future__ import annotations
 
 PREFIX = "qrs:"
 JWT_SECRET = f"{PREFIX}jwt-secret"
+# Pub/sub channel on which the id of every job that reaches a final state is published.
+FINISHED_CHANNEL = f"{PREFIX}finished"
 
 
 def job(job_id: str) -> str:

@@ -8,7 +8,6 @@ overwritten.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -49,21 +48,6 @@ class JobStore:
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.get(keys.job(job_id))
         return None if raw is None else _decode_record(raw)
-
-    async def wait_final(self, job_id: str, seconds: float) -> JobRecord | None:
-        """The job's record once it is final, or as it is after ``seconds``; ``None`` if gone.
-
-        Polls the record with a short, growing interval (2 ms to 5 ms): cheap for Redis, and a
-        small job's end is seen within a few milliseconds.
-        """
-        deadline = time.monotonic() + seconds
-        delay = 0.002
-        while True:
-            record = await self.get(job_id)
-            if record is None or record.status.final or time.monotonic() >= deadline:
-                return record
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.005)
 
     async def params(self, job_id: str) -> bytes | None:
         return await self.redis.get(keys.job_params(job_id))
@@ -119,6 +103,7 @@ class JobStore:
                         pipe.srem(keys.pending(new.backend), job_id)
                         if result is not None:
                             pipe.set(keys.job_result(job_id), result)
+                        pipe.publish(keys.FINISHED_CHANNEL, job_id)
                         if new.quantum_seconds:
                             period = usage_period(new.finished or time.time())
                             pipe.incrbyfloat(keys.usage(new.instance, period), new.quantum_seconds)

@@ -170,7 +170,8 @@ async def get_job(request: Request) -> Response:
     record = await load_job(request)
     hold = request.state.settings.status_hold
     if not record.status.final and hold > 0:
-        record = await request.state.store.wait_final(record.id, hold) or record
+        await request.state.finished.wait(record.id, hold)
+        record = await request.state.store.get(record.id) or record
     params = None
     if not _bool_param(request.query_params.get("exclude_params")):
         raw = await request.state.store.params(record.id)
