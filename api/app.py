@@ -24,13 +24,15 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import auth
+from api.access import load_policy
 from api.responses import MsgspecResponse, error_response
-from api.routes import backends, instances, jobs
+from api.routes import backends, instances, job_actions, jobs, sessions
 from api.state import AppState
 from shared import keys
 from shared.backends import BackendCatalog
 from shared.errors import MORE_INFO, ApiError
 from shared.queue import connect
+from shared.sessions import SessionStore
 from shared.settings import Settings, load_settings
 from shared.store import JobStore
 
@@ -116,6 +118,7 @@ def create_app(
     """
     settings = settings or load_settings()
     catalog = BackendCatalog()
+    access = load_policy(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -125,12 +128,15 @@ def create_app(
             async with contextlib.AsyncExitStack() as stack:
                 if background is not None:
                     await stack.enter_async_context(background(redis))
+                store = JobStore(redis)
                 state: AppState = {
                     "settings": settings,
                     "pool": redis,
-                    "store": JobStore(redis),
+                    "store": store,
                     "catalog": catalog,
                     "jwt_secret": await shared_jwt_secret(settings, redis),
+                    "access": access,
+                    "sessions": SessionStore(redis, store),
                 }
                 if on_ready is not None:
                     on_ready()
@@ -139,7 +145,7 @@ def create_app(
             if own_pool:
                 await redis.aclose()
 
-    runtime_routes = backends.routes + jobs.routes + instances.routes
+    runtime_routes = backends.routes + jobs.routes + job_actions.routes + sessions.routes + instances.routes
     routes = [
         Route("/health", health),
         Route("/identity/token", auth.issue_token, methods=["POST"]),

@@ -6,7 +6,9 @@ from typing import TypedDict
 
 from arq.connections import ArqRedis
 
+from api.access import AccessPolicy
 from shared.backends import BackendCatalog
+from shared.sessions import SessionStore
 from shared.settings import Settings
 from shared.store import JobStore
 
@@ -17,3 +19,5 @@ class AppState(TypedDict):
     store: JobStore
     catalog: BackendCatalog
     jwt_secret: str
+    access: AccessPolicy
+    sessions: SessionStore

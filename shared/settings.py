@@ -40,6 +40,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     default_precision: float = 0.015625
     # Upper bound on a job's running time in seconds, and the value used when a job sets no cost.
     max_execution_time: int = 10_800
+    # Sessions: upper bound and default of max_ttl, and the idle time after which a dedicated
+    # session closes (IBM's interactive_ttl), all in seconds.
+    session_max_ttl: int = 28_800
+    session_interactive_ttl: int = 60
+    # Seconds of simulation each instance may use per calendar month; unset means no limit.
+    # A per-instance value in the access file takes precedence.
+    usage_limit_seconds: float | None = None
+    # Access control (README "Access control"): unset means open mode (any key, any instance).
+    # QRS_API_KEYS: "key1=crn1,crn2;key2=crn3"; QRS_ACCESS_FILE: a JSON file (both may be set).
+    api_keys: str | None = None
+    access_file: str | None = None
     # Worker side.
     worker_id: str = ""
     device: str = "CPU"
