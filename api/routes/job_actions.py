@@ -59,6 +59,12 @@ def _bool_or_none(request: Request, name: str) -> bool | None:
     return lowered == "true"
 
 
+def _widen(ts: float | None, direction: int) -> float | None:
+    """Widen an inclusive bound by one microsecond: timestamps on the wire have microsecond
+    resolution, so a job's own ``created`` must match ``created_after``/``created_before``."""
+    return None if ts is None else ts + direction * 1e-6
+
+
 def parse_query(request: Request, instance: str) -> JobQuery:
     """The :class:`JobQuery` of a ``GET /jobs`` request.
 
@@ -77,8 +83,8 @@ def parse_query(request: Request, instance: str) -> JobQuery:
         tags=tuple(t for t in request.query_params.getlist("tags") if t),
         session_id=request.query_params.get("session_id") or None,
         pending=_bool_or_none(request, "pending"),
-        created_after=_time_param(request, "created_after"),
-        created_before=_time_param(request, "created_before"),
+        created_after=_widen(_time_param(request, "created_after"), -1),
+        created_before=_widen(_time_param(request, "created_before"), +1),
         ascending=sort == "ASC",
     )
 
