@@ -34,12 +34,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # so that every API process of a deployment issues and accepts the same tokens.
     jwt_secret: str | None = None
     token_ttl: int = 3600
-    max_params_bytes: int = 64 * 1024 * 1024
-    default_shots: int = 4096
-    max_shots: int = 10_000_000
-    default_precision: float = 0.015625
-    # Upper bound on a job's running time in seconds, and the value used when a job sets no cost.
-    max_execution_time: int = 10_800
     # Sessions: upper bound and default of max_ttl, and the idle time after which a dedicated
     # session closes (IBM's interactive_ttl), all in seconds.
     session_max_ttl: int = 28_800
@@ -51,6 +45,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # QRS_API_KEYS: "key1=crn1,crn2;key2=crn3"; QRS_ACCESS_FILE: a JSON file (both may be set).
     api_keys: str | None = None
     access_file: str | None = None
+    max_params_bytes: int = 64 * 1024 * 1024
+    default_shots: int = 4096
+    max_shots: int = 10_000_000
+    default_precision: float = 0.015625
+    # Upper bound on a job's running time in seconds, and the value used when a job sets no cost.
+    max_execution_time: int = 10_800
     # Worker side.
     worker_id: str = ""
     device: str = "CPU"
