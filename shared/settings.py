@@ -41,7 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Seconds of simulation each instance may use per calendar month; unset means no limit.
     # A per-instance value in the access file takes precedence.
     usage_limit_seconds: float | None = None
-    # Access control (README "Access control"): unset means open mode (any key, any instance).
+    # Access control (README "Jobs, sessions and access control"): unset means open mode (any key, any instance).
     # QRS_API_KEYS: "key1=crn1,crn2;key2=crn3"; QRS_ACCESS_FILE: a JSON file (both may be set).
     api_keys: str | None = None
     access_file: str | None = None
