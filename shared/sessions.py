@@ -7,11 +7,16 @@ jobs, found through the ``session`` job index, so workers never write session re
 
 State machine (IBM's ``state`` of ``GET /sessions/{id}``)::
 
-    open ──first job starts──> active ──no job queued or running──> inactive ──job──> active
-      │                          │                                      │
-      └──────────────────────────┴── close: DELETE .../close; accepting_jobs=false with no
-                                      job left; max_ttl since activation (or creation);
-                                      interactive_ttl idle (dedicated only) ──> closed
+    open ──first job starts──> active ──idle──> inactive ──new job──> active
+      │                          │                  │
+      └──────────────────────────┴──────────────────┴──> closed: DELETE .../close;
+                                   accepting_jobs=false with no job left; max_ttl reached
+
+``active`` means a job is queued or running, or (dedicated sessions) the last one finished
+less than ``interactive_ttl`` seconds ago: IBM keeps the QPU reserved for the next job during
+that window. After it the session is ``inactive`` but, as on IBM, not closed: it resumes with
+its next job until ``max_ttl`` (counted from the first job start, or from creation when no
+job started yet). A batch has no interactive window, so it is ``inactive`` whenever idle.
 
 Closing cancels the session's queued jobs (running jobs finish), like IBM's max-TTL expiry and
 ``Session.cancel()``. Expiry is noticed lazily, by whoever reads the session next (a
@@ -93,26 +98,25 @@ def activity(jobs: list[JobRecord]) -> SessionActivity:
     )
 
 
-def expiry(record: SessionRecord, act: SessionActivity) -> float | None:
-    """When the session closes by itself if nothing changes (UNIX seconds); ``None`` if it waits."""
-    deadlines = [(act.activated_at or record.created) + record.max_ttl]
-    if record.mode == DEDICATED and act.pending == 0 and act.last_job_completed is not None:
-        deadlines.append(act.last_job_completed + record.interactive_ttl)
-    return min(deadlines)
+def expiry(record: SessionRecord, act: SessionActivity) -> float:
+    """When the session closes by itself (UNIX seconds): ``max_ttl`` after activation or creation."""
+    return (act.activated_at or record.created) + record.max_ttl
 
 
 def state_of(record: SessionRecord, act: SessionActivity, now: float) -> str:
     """IBM's session ``state``: ``open``, ``active``, ``inactive`` or ``closed``."""
-    if record.closed_at is not None:
-        return "closed"
-    deadline = expiry(record, act)
-    if deadline is not None and now >= deadline:
+    if record.closed_at is not None or now >= expiry(record, act):
         return "closed"
     if act.pending == 0 and not record.accepting_jobs:
         return "closed"
     if act.activated_at is None:
         return "open"
-    return "active" if act.pending else "inactive"
+    if act.pending:
+        return "active"
+    interactive = record.mode == DEDICATED and act.last_job_completed is not None
+    if interactive and now < act.last_job_completed + record.interactive_ttl:  # type: ignore[operator]
+        return "active"
+    return "inactive"
 
 
 def session_view(record: SessionRecord, act: SessionActivity, now: float) -> dict[str, object]:
@@ -178,7 +182,7 @@ class SessionStore:
         now = time.time()
         if record.closed_at is None and state_of(record, act, now) == "closed":
             deadline = expiry(record, act)
-            closed_at = deadline if deadline is not None and deadline <= now else now
+            closed_at = deadline if deadline <= now else now
             record = await self.close(record, closed_at, "The session expired.")
             act = activity(await self.session_jobs(record))
         return record, act

@@ -34,8 +34,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # so that every API process of a deployment issues and accepts the same tokens.
     jwt_secret: str | None = None
     token_ttl: int = 3600
-    # Sessions: upper bound and default of max_ttl, and the idle time after which a dedicated
-    # session closes (IBM's interactive_ttl), all in seconds.
+    # Sessions: upper bound and default of max_ttl, and how long a dedicated session stays active
+    # after its last job before it turns inactive (IBM's interactive_ttl), all in seconds.
     session_max_ttl: int = 28_800
     session_interactive_ttl: int = 60
     # Seconds of simulation each instance may use per calendar month; unset means no limit.

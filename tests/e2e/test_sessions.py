@@ -38,7 +38,8 @@ def test_session_lifecycle(deployment, service) -> None:
         details = session.details()
         assert details["mode"] == "dedicated" and details["backend_name"] == "fake_manila"
         assert details["max_time"] == 600 and details["interactive_timeout"] == 60
-        assert details["state"] in ("active", "inactive") and details["accepting_jobs"] is True
+        assert details["state"] == "active" and details["accepting_jobs"] is True  # interactive window
+        assert session.status() == "In progress, accepting new jobs"
         assert details["activated_at"] and details["last_job_completed"]
         assert session.usage() >= 0
         # One at a time, in submission order.

@@ -41,16 +41,18 @@ def test_open_until_the_first_job_starts() -> None:
     assert state_of(session(), queued, 1001.0) == "open"
 
 
-def test_active_while_jobs_run_then_inactive_then_closed_by_interactive_ttl() -> None:
+def test_active_while_jobs_run_then_inactive_after_the_interactive_ttl() -> None:
     running = activity([job(1, JobStatus.RUNNING, running=1002.0)])
     assert running.activated_at == 1002.0 and running.running == 1
     assert state_of(session(), running, 1003.0) == "active"
     done = activity([job(1, JobStatus.COMPLETED, running=1002.0, finished=1005.0)])
     assert done.last_job_completed == 1005.0
-    assert state_of(session(), done, 1010.0) == "inactive"
-    assert state_of(session(), done, 1015.0) == "closed"  # interactive_ttl of 10 s
-    # Batches have no interactive timeout.
-    assert state_of(session(BATCH), done, 1050.0) == "inactive"
+    assert state_of(session(), done, 1010.0) == "active"  # within interactive_ttl (10 s)
+    assert state_of(session(), done, 1015.0) == "inactive"  # deactivated, not closed (IBM)
+    again = activity([job(1, JobStatus.COMPLETED, running=1002.0, finished=1005.0), job(2, JobStatus.QUEUED)])
+    assert state_of(session(), again, 1020.0) == "active"  # resumed by a new job
+    # Batches have no interactive window.
+    assert state_of(session(BATCH), done, 1006.0) == "inactive"
 
 
 def test_max_ttl_counts_from_activation() -> None:
