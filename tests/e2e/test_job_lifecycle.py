@@ -92,13 +92,28 @@ def test_cancel_queued_and_running_jobs_and_the_worker_moves_on(service) -> None
     assert service.job(queued.job_id()).status() == "CANCELLED"
     # The worker kills the simulation and takes the next job.
     after = sampler(small).run([bell(small)], shots=10)
-    assert after.result()[0].data.meas.num_shots == 10
+    assert after.result(timeout=60)[0].data.meas.num_shots == 10
     assert "simulation stopped" in service.job(running.job_id()).logs()
     assert service.job(queued.job_id()).metrics()["timestamps"]["running"] is None  # never ran
     with pytest.raises(RuntimeInvalidStateError):
         service.job(running.job_id()).cancel()
     with pytest.raises(RuntimeInvalidStateError):
         after.cancel()
+
+
+def test_deleting_a_running_job_stops_it(service) -> None:
+    from qiskit_ibm_runtime.exceptions import RuntimeJobNotFound
+
+    big = service.backend("fake_sherbrooke")
+    small = service.backend("fake_manila")
+    running = sampler(big).run([long_circuit(big)], shots=LONG_SHOTS)
+    wait_until(lambda: running.status() == "RUNNING", what="the long job to start")
+    service.delete_job(running.job_id())
+    with pytest.raises(RuntimeJobNotFound):
+        service.job(running.job_id())
+    # The worker notices the record is gone, kills the simulation and serves the next job.
+    # (A simulation left running would hold the worker for about 100 s more than this allows.)
+    assert sampler(small).run([bell(small)], shots=10).result(timeout=60)[0].data.meas.num_shots == 10
 
 
 def test_max_execution_time_cancels_with_1305(service) -> None:
