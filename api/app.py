@@ -3,7 +3,7 @@
 Request path::
 
     client ─HTTP─> PrefixMiddleware (any ".../api/v1" prefix -> "/api/v1")
-                   -> Router: /identity/token, /search/..., /catalog/..., /api/v1/{backends,jobs,instances}
+                   -> Router: /identity/token, /search/..., /catalog/..., /api/v1/{backends,jobs,sessions,instances}
                    -> handler (api/routes/*.py) -> JobStore (Redis) -> arq queue -> worker
 """
 
