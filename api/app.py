@@ -3,7 +3,7 @@
 Request path::
 
     client ─HTTP─> PrefixMiddleware (any ".../api/v1" prefix -> "/api/v1")
-                   -> Router: /identity/token, /search/..., /catalog/..., /api/v1/{backends,jobs,instances}
+                   -> Router: /identity/token, /search/..., /catalog/..., /api/v1/{backends,jobs,sessions,instances}
                    -> handler (api/routes/*.py) -> JobStore (Redis) -> arq queue -> worker
 """
 
@@ -24,14 +24,16 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import auth
+from api.access import load_policy
 from api.finished import FinishedJobs
 from api.responses import MsgspecResponse, error_response
-from api.routes import backends, instances, jobs
+from api.routes import backends, instances, job_actions, jobs, sessions
 from api.state import AppState
 from shared import keys
 from shared.backends import BackendCatalog
 from shared.errors import MORE_INFO, ApiError
 from shared.queue import connect
+from shared.sessions import SessionStore
 from shared.settings import Settings, load_settings
 from shared.store import JobStore
 
@@ -117,6 +119,7 @@ def create_app(
     """
     settings = settings or load_settings()
     catalog = BackendCatalog()
+    access = load_policy(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -129,13 +132,16 @@ def create_app(
                 finished = FinishedJobs(redis)
                 await finished.start()
                 stack.push_async_callback(finished.stop)
+                store = JobStore(redis)
                 state: AppState = {
                     "settings": settings,
                     "pool": redis,
-                    "store": JobStore(redis),
+                    "store": store,
                     "catalog": catalog,
                     "jwt_secret": await shared_jwt_secret(settings, redis),
                     "finished": finished,
+                    "access": access,
+                    "sessions": SessionStore(redis, store),
                 }
                 if on_ready is not None:
                     on_ready()
@@ -144,7 +150,7 @@ def create_app(
             if own_pool:
                 await redis.aclose()
 
-    runtime_routes = backends.routes + jobs.routes + instances.routes
+    runtime_routes = backends.routes + jobs.routes + job_actions.routes + sessions.routes + instances.routes
     routes = [
         Route("/health", health),
         Route("/identity/token", auth.issue_token, methods=["POST"]),

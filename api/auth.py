@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.responses import MsgspecResponse
-from shared.errors import InvalidRequest, NotAuthorized
+from shared.errors import Forbidden, InvalidRequest, NotAuthorized
 
 PLAN_ID = "qiskit-runtime-server-plan"
 
@@ -48,7 +48,7 @@ async def issue_token(request: Request) -> Response:
     """
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     api_key = (form.get("apikey") or [""])[0]
-    if not api_key:
+    if not api_key or not request.state.access.knows(key_id(api_key)):
         raise InvalidRequest("Provided API key could not be found.")
     settings = request.state.settings
     now = int(time.time())
@@ -68,16 +68,21 @@ async def issue_token(request: Request) -> Response:
 
 async def search_resources(request: Request) -> Response:
     """``POST /search/v3/resources/search``: one item per instance the caller may use."""
-    principal_user(request)
+    user = principal_user(request)
     settings = request.state.settings
-    item = {
-        "crn": settings.instance,
-        "name": "qiskit-runtime-server",
-        "service_plan_unique_id": PLAN_ID,
-        "tags": [],
-        "doc": {"extensions": {"virtual_resource": "qiskit-runtime-server"}},
-    }
-    return MsgspecResponse({"items": [item], "search_cursor": None, "limit": 100})
+    allowed = request.state.access.instances(user)
+    crns = [settings.instance] if allowed is None else sorted(allowed)
+    items = [
+        {
+            "crn": crn,
+            "name": "qiskit-runtime-server" if crn == settings.instance else crn.rstrip(":").rsplit(":", 1)[-1],
+            "service_plan_unique_id": PLAN_ID,
+            "tags": [],
+            "doc": {"extensions": {"virtual_resource": "qiskit-runtime-server"}},
+        }
+        for crn in crns
+    ]
+    return MsgspecResponse({"items": items, "search_cursor": None, "limit": 100})
 
 
 async def catalog_plan(request: Request) -> Response:
@@ -104,18 +109,20 @@ def principal_user(request: Request) -> str:
     if scheme == "bearer" and credential:
         return _verified_subject(credential, request.state.jwt_secret)
     if scheme == "apikey" and credential:
+        if not request.state.access.knows(key_id(credential)):
+            raise NotAuthorized("The API key is not valid.")
         return key_id(credential)
     raise NotAuthorized("Missing or malformed Authorization header.")
 
 
 # Tokens already verified, so that a client polling every 0.1 s costs one HMAC per token, not
-# one per request: token -> (subject, expiry). Bounded; cleared wholesale when full.
-_VERIFIED: dict[str, tuple[str, int]] = {}
+# one per request: (secret, token) -> (subject, expiry). Bounded; cleared wholesale when full.
+_VERIFIED: dict[tuple[str, str], tuple[str, int]] = {}
 _VERIFIED_MAX = 10_000
 
 
 def _verified_subject(token: str, secret: str) -> str:
-    cached = _VERIFIED.get(token)
+    cached = _VERIFIED.get((secret, token))
     if cached is not None and cached[1] > time.time():
         return cached[0]
     try:
@@ -127,12 +134,19 @@ def _verified_subject(token: str, secret: str) -> str:
     subject = str(claims.get("sub", ""))
     if len(_VERIFIED) >= _VERIFIED_MAX:
         _VERIFIED.clear()
-    _VERIFIED[token] = (subject, int(claims["exp"]))
+    _VERIFIED[(secret, token)] = (subject, int(claims["exp"]))
     return subject
 
 
 def authenticate(request: Request) -> Principal:
-    """The :class:`Principal` of a runtime API call (instance from ``Service-CRN``)."""
+    """The :class:`Principal` of a runtime API call (instance from ``Service-CRN``).
+
+    Raises:
+        NotAuthorized: missing or invalid credentials (401).
+        Forbidden: access control is on and the key may not use that instance (403).
+    """
     user = principal_user(request)
     instance = request.headers.get("service-crn") or request.state.settings.instance
+    if not request.state.access.allows(user, instance):
+        raise Forbidden(f"The API key is not authorized for instance {instance}.")
     return Principal(user=user, instance=instance)

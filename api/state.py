@@ -6,8 +6,10 @@ from typing import TypedDict
 
 from arq.connections import ArqRedis
 
+from api.access import AccessPolicy
 from api.finished import FinishedJobs
 from shared.backends import BackendCatalog
+from shared.sessions import SessionStore
 from shared.settings import Settings
 from shared.store import JobStore
 
@@ -19,3 +21,5 @@ class AppState(TypedDict):
     catalog: BackendCatalog
     jwt_secret: str
     finished: FinishedJobs
+    access: AccessPolicy
+    sessions: SessionStore

@@ -6,6 +6,10 @@ qrs:job:{id}:params             string  ``params`` of POST /jobs, verbatim
 qrs:job:{id}:result             string  RuntimeEncoder text of the result (or error text)
 qrs:job:{id}:logs               list    the worker's log lines for the job
 qrs:jobs:{instance}             zset    job ids of an instance, scored by creation time
+qrs:jobs:{instance}:{f}:{v}     zset    the same, restricted to one GET /jobs filter value: f is
+                                        backend, program, tag, session or state (pending|final)
+qrs:listing:{token}             zset    short-lived intersection built by one GET /jobs
+qrs:session:{id}                string  SessionRecord (msgspec JSON)
 qrs:pending:{backend}           set     ids of the backend's queued or running jobs
 qrs:usage:{instance}:{YYYY-MM}  string  seconds of simulation used by the instance that month
 qrs:jwt-secret                  string  token signing secret shared by every API process
@@ -38,6 +42,19 @@ def job_logs(job_id: str) -> str:
 
 def instance_jobs(instance: str) -> str:
     return f"{PREFIX}jobs:{instance}"
+
+
+def job_filter(instance: str, field: str, value: str) -> str:
+    """Index of an instance's jobs whose ``field`` (backend, program, tag, session, state) is ``value``."""
+    return f"{PREFIX}jobs:{instance}:{field}:{value}"
+
+
+def listing_scratch(token: str) -> str:
+    return f"{PREFIX}listing:{token}"
+
+
+def session(session_id: str) -> str:
+    return f"{PREFIX}session:{session_id}"
 
 
 def pending(backend: str) -> str:

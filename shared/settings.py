@@ -34,6 +34,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # so that every API process of a deployment issues and accepts the same tokens.
     jwt_secret: str | None = None
     token_ttl: int = 3600
+    # Sessions: upper bound and default of max_ttl, and how long a dedicated session stays active
+    # after its last job before it turns inactive (IBM's interactive_ttl), all in seconds.
+    session_max_ttl: int = 28_800
+    session_interactive_ttl: int = 60
+    # Seconds of simulation each instance may use per calendar month; unset means no limit.
+    # A per-instance value in the access file takes precedence.
+    usage_limit_seconds: float | None = None
+    # Access control (README "Jobs, sessions and access control"): unset means open mode (any key, any instance).
+    # QRS_API_KEYS: "key1=crn1,crn2;key2=crn3"; QRS_ACCESS_FILE: a JSON file (both may be set).
+    api_keys: str | None = None
+    access_file: str | None = None
     max_params_bytes: int = 64 * 1024 * 1024
     default_shots: int = 4096
     max_shots: int = 10_000_000

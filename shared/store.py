@@ -15,7 +15,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from shared import keys
+from shared import job_index, keys
 from shared.models import JobRecord, JobStatus
 
 _encode = msgspec.json.Encoder().encode
@@ -41,7 +41,7 @@ class JobStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.job(record.id), _encode(record))
             pipe.set(keys.job_params(record.id), params)
-            pipe.zadd(keys.instance_jobs(record.instance), {record.id: record.created})
+            job_index.add_commands(pipe, record)
             pipe.sadd(keys.pending(record.backend), record.id)
             await pipe.execute()
 
@@ -94,11 +94,13 @@ class JobStore:
                     raw = await pipe.get(key)
                     if raw is None:
                         return None
-                    new = change(_decode_record(raw))
+                    old = _decode_record(raw)
+                    new = change(old)
                     if new is None:
                         return None
                     pipe.multi()
                     pipe.set(key, _encode(new))
+                    job_index.update_commands(pipe, old, new)
                     if new.status.final:
                         pipe.srem(keys.pending(new.backend), job_id)
                         if result is not None:
@@ -158,3 +160,53 @@ class JobStore:
             )
 
         return await self._update(job_id, change, result)
+
+    async def many(self, job_ids: list[str]) -> list[JobRecord]:
+        """The records of ``job_ids`` in that order, skipping ids deleted meanwhile."""
+        if not job_ids:
+            return []
+        raws = await self.redis.mget([keys.job(i) for i in job_ids])
+        return [_decode_record(raw) for raw in raws if raw is not None]
+
+    async def find(self, query: job_index.JobQuery) -> tuple[list[JobRecord], int]:
+        """``GET /jobs``: one page of records matching ``query`` and the total number of matches."""
+        ids, count = await job_index.find(self.redis, query)
+        return await self.many(ids), count
+
+    async def cancel(self, job_id: str, reason: str = "Cancelled by the user.") -> JobRecord | None:
+        """Move a queued or running job to ``Cancelled``; ``None`` if it is final or gone.
+
+        A queued job is then skipped by the worker that dequeues it; a running one is stopped by
+        its worker, which watches the record (``worker/cancellation.py``).
+        """
+
+        def change(record: JobRecord) -> JobRecord | None:
+            if record.status.final:
+                return None
+            return msgspec.structs.replace(record, status=JobStatus.CANCELLED, reason=reason, finished=time.time())
+
+        return await self._update(job_id, change, reason.encode())
+
+    async def set_tags(self, job_id: str, tags: list[str]) -> JobRecord | None:
+        """Replace the job's tags (``PUT /jobs/{id}/tags``); ``None`` if the job is gone."""
+        return await self._update(job_id, lambda record: msgspec.structs.replace(record, tags=tags))
+
+    async def delete(self, job_id: str) -> bool:
+        """Remove the job's record, params, result, logs and index entries; ``False`` if it was gone."""
+        key = keys.job(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        return False
+                    record = _decode_record(raw)
+                    pipe.multi()
+                    pipe.delete(key, keys.job_params(job_id), keys.job_result(job_id), keys.job_logs(job_id))
+                    pipe.srem(keys.pending(record.backend), job_id)
+                    job_index.remove_commands(pipe, record)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue

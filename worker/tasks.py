@@ -18,9 +18,11 @@ from arq import Retry
 from shared.models import REASON_EXECUTION_ERROR, REASON_INFRASTRUCTURE, REASON_RAN_TOO_LONG, JobStatus
 from shared.settings import Settings
 from shared.store import JobStore
+from worker.cancellation import run_unless_cancelled
 from worker.errors import ProgramError
 from worker.jobspec import Defaults, ExecutionRequest
 from worker.runner import ProgramRunner, RunnerCrashed, RunnerStopped
+from worker.session_order import wait_for_turn
 
 logger = logging.getLogger("qrs.worker")
 
@@ -55,6 +57,8 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
             reason_code=REASON_INFRASTRUCTURE,
         )
         return JobStatus.FAILED.value
+    if not await wait_for_turn(store, record):
+        return "skipped"
     record = await store.start(job_id, ctx["worker_id"], attempt)
     if record is None:
         return "skipped"
@@ -75,7 +79,7 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
     limit = min(record.cost or settings.max_execution_time, settings.max_execution_time)
     runner = ctx["runner"]
     try:
-        outcome = await asyncio.wait_for(runner.run(request), timeout=limit)
+        outcome = await asyncio.wait_for(run_unless_cancelled(runner, request, store, job_id), timeout=limit)
     except TimeoutError:
         runner.stop()
         reason = f"Job ran longer than its maximum execution time of {limit} seconds."

@@ -16,11 +16,16 @@ from shared.store import usage_period
 
 
 async def usage(request: Request) -> Response:
-    """``GET /instances/usage``: seconds consumed this calendar month (UTC); no limit by default."""
+    """``GET /instances/usage``: seconds consumed this calendar month (UTC), and the limit if configured.
+
+    ``usage_limit_reached`` turns true once the instance's limit (``QRS_USAGE_LIMIT_SECONDS`` or
+    the access file's ``usage_limits``) is used up; ``POST /jobs`` is then refused with 403.
+    """
     principal = authenticate(request)
     now = time.time()
     period = usage_period(now)
     consumed = await request.state.store.usage_seconds(principal.instance, period)
+    limit = request.state.access.usage_limit(principal.instance)
     year, month = (int(x) for x in period.split("-"))
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year, month, calendar.monthrange(year, month)[1], 23, 59, 59, tzinfo=UTC)
@@ -29,9 +34,9 @@ async def usage(request: Request) -> Response:
             "instance_id": principal.instance,
             "plan_id": PLAN_ID,
             "usage_consumed_seconds": round(consumed, 6),
-            "usage_limit_seconds": None,
+            "usage_limit_seconds": limit,
             "usage_allocation_seconds": None,
-            "usage_limit_reached": False,
+            "usage_limit_reached": limit is not None and consumed >= limit,
             "usage_period": {"start_time": start.isoformat(), "end_time": end.isoformat()},
         }
     )

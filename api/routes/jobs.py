@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from api.admission import admit
 from api.auth import authenticate
 from api.responses import MsgspecResponse
 from shared.errors import InvalidRequest, JobNotFound, PayloadTooLarge, ProgramNotFound
@@ -120,6 +121,7 @@ async def create_job(request: Request) -> Response:
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Invalid job submission: {exc}") from None
     _validate(submission, request)
+    await admit(request, principal, submission)
     assert submission.backend is not None
     record = JobRecord(
         id=new_job_id(),

@@ -1,0 +1,61 @@
+"""Checks on ``POST /jobs`` beyond the body itself: the instance's usage limit and the job's session."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+
+from api.auth import Principal
+from shared.errors import Conflict, Forbidden, InvalidRequest, SessionNotFound
+from shared.models import JobSubmission
+from shared.sessions import state_of
+from shared.store import usage_period
+
+
+async def check_usage_limit(request: Request, instance: str) -> None:
+    """Reject submissions once ``instance`` has used its monthly simulation seconds.
+
+    Raises:
+        Forbidden: the hard limit is reached (403; the client warns beforehand from
+            ``usage_limit_reached`` of ``GET /instances/usage``).
+    """
+    limit = request.state.access.usage_limit(instance)
+    if limit is None:
+        return
+    consumed = await request.state.store.usage_seconds(instance, usage_period(time.time()))
+    if consumed >= limit:
+        raise Forbidden(
+            f"Instance {instance} has reached its usage limit of {limit:g} seconds for this period "
+            f"({consumed:.3f} s used); new jobs are rejected until the next period."
+        )
+
+
+async def check_session(request: Request, principal: Principal, submission: JobSubmission) -> None:
+    """A job may join a session of its own instance that is open to jobs, on the same backend.
+
+    Raises:
+        SessionNotFound: unknown session, or another instance's (404).
+        Conflict: the session is closed or no longer accepts jobs (409).
+        InvalidRequest: the job's backend differs from the session's (400).
+    """
+    if not submission.session_id:
+        return
+    found = await request.state.sessions.refresh(submission.session_id)
+    if found is None or found[0].instance != principal.instance:
+        raise SessionNotFound(submission.session_id)
+    record, act = found
+    if state_of(record, act, time.time()) == "closed":
+        raise Conflict(f"Session {record.id} is closed.")
+    if not record.accepting_jobs:
+        raise Conflict(f"Session {record.id} is not accepting jobs.")
+    if submission.backend and submission.backend != record.backend:
+        raise InvalidRequest(
+            f"Session {record.id} runs on backend {record.backend}; the job asks for {submission.backend}."
+        )
+
+
+async def admit(request: Request, principal: Principal, submission: JobSubmission) -> None:
+    """All admission checks for a validated submission, in the order IBM reports them."""
+    await check_usage_limit(request, principal.instance)
+    await check_session(request, principal, submission)

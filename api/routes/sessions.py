@@ -1,0 +1,109 @@
+"""``/sessions``: Session and Batch (PROTOCOL.md §6); the state machine is in ``shared/sessions.py``."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import authenticate
+from api.responses import MsgspecResponse
+from shared.errors import InvalidRequest, SessionNotFound
+from shared.sessions import MODES, SessionCreate, SessionPatch, SessionRecord, new_session_id, session_view
+
+_decode_create = msgspec.json.Decoder(SessionCreate).decode
+_decode_patch = msgspec.json.Decoder(SessionPatch).decode
+
+
+async def _load(request: Request) -> SessionRecord:
+    """The path's session, refreshed (expired sessions close), visible only to its instance.
+
+    Raises:
+        SessionNotFound: unknown, or another instance's session (404).
+    """
+    principal = authenticate(request)
+    session_id = request.path_params["session_id"]
+    found = await request.state.sessions.refresh(session_id)
+    if found is None or found[0].instance != principal.instance:
+        raise SessionNotFound(session_id)
+    return found[0]
+
+
+async def create_session(request: Request) -> Response:
+    """``POST /sessions`` ``{"mode", "backend", "max_ttl"?}``: a new ``open`` session.
+
+    Raises:
+        InvalidRequest: unknown mode, missing backend or ``max_ttl`` out of range (400).
+        BackendNotFound: unknown backend (404).
+    """
+    principal = authenticate(request)
+    settings = request.state.settings
+    try:
+        body = _decode_create(await request.body())
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"Invalid session request: {exc}") from None
+    if body.mode not in MODES:
+        raise InvalidRequest(f"mode must be one of {sorted(MODES)}, got {body.mode!r}.")
+    if not body.backend:
+        raise InvalidRequest("A backend is required: set the 'backend' field.")
+    request.state.catalog.get(body.backend)
+    max_ttl = body.max_ttl if body.max_ttl is not None else settings.session_max_ttl
+    if not 1 <= max_ttl <= settings.session_max_ttl:
+        raise InvalidRequest(f"max_ttl must be between 1 and {settings.session_max_ttl} seconds.")
+    record = SessionRecord(
+        id=new_session_id(),
+        instance=principal.instance,
+        backend=body.backend,
+        mode=body.mode,
+        max_ttl=max_ttl,
+        interactive_ttl=settings.session_interactive_ttl,
+        created=time.time(),
+        user=principal.user,
+    )
+    sessions = request.state.sessions
+    await sessions.create(record)
+    found = await sessions.refresh(record.id)
+    assert found is not None
+    return MsgspecResponse(session_view(*found, time.time()))
+
+
+async def get_session(request: Request) -> Response:
+    """``GET /sessions/{id}``: IBM's session object, with its derived ``state``."""
+    record = await _load(request)
+    found = await request.state.sessions.refresh(record.id)
+    if found is None:
+        raise SessionNotFound(record.id)
+    return MsgspecResponse(session_view(*found, time.time()))
+
+
+async def update_session(request: Request) -> Response:
+    """``PATCH /sessions/{id}`` ``{"accepting_jobs": false}`` (``Session.close()``): 204.
+
+    The session closes once its queued and running jobs are done.
+    """
+    record = await _load(request)
+    try:
+        patch = _decode_patch(await request.body())
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"Invalid session update: {exc}") from None
+    if record.closed_at is None:
+        await request.state.sessions.set_accepting(record, patch.accepting_jobs)
+    return Response(status_code=204)
+
+
+async def close_session(request: Request) -> Response:
+    """``DELETE /sessions/{id}/close`` (``Session.cancel()``): close now, cancel queued jobs (204)."""
+    record = await _load(request)
+    await request.state.sessions.close(record, reason="The session was cancelled.")
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/sessions", create_session, methods=["POST"]),
+    Route("/sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/sessions/{session_id}", update_session, methods=["PATCH"]),
+    Route("/sessions/{session_id}/close", close_session, methods=["DELETE"]),
+]
