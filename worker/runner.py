@@ -68,6 +68,7 @@ class ProgramRunner:
         """Start the child now (imports qiskit) rather than on the first job."""
         if self._process is not None and self._process.is_alive():
             return
+        self._reap()
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(target=_warm, args=(child,), daemon=True, name="qrs-runner")
         process.start()
@@ -104,6 +105,9 @@ class ProgramRunner:
         self._stopping = True
         if self._process is not None and self._process.is_alive():
             self._process.kill()
+            # Wait for the kill to land, so that a run right after this one never finds the
+            # dying child still "alive" and writes to its broken pipe.
+            self._process.join(timeout=5)
 
     def _reap(self) -> None:
         if self._process is not None:
