@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from collections.abc import AsyncIterator
 
+from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
 
@@ -112,9 +112,17 @@ def main(argv: list[str] | None = None) -> None:
     host = getattr(args, "sub_host", None) or args.host
     port = getattr(args, "sub_port", None) or args.port
     settings = load_settings(host=host, port=port)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    worker_id = settings.effective_worker_id if args.command != "api" else None
+    configure_logging(settings.log_level, settings.log_format, worker_id)
     if args.command in ("api", "worker") and settings.redis_url is None:
         sys.exit(f"qiskit-runtime-server {args.command}: set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+    if args.command != "api":
+        from worker.device import DeviceUnavailable, require_device
+
+        try:
+            require_device(settings.device)
+        except DeviceUnavailable as exc:
+            sys.exit(f"qiskit-runtime-server: {exc}")
     if args.command == "worker":
         _work(settings)
     else:

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import auth
 from api.responses import MsgspecResponse, error_response
-from api.routes import backends, instances, jobs
+from api.routes import backends, instances, jobs, ops
 from api.state import AppState
 from shared import keys
 from shared.backends import BackendCatalog
@@ -142,6 +142,7 @@ def create_app(
     runtime_routes = backends.routes + jobs.routes + instances.routes
     routes = [
         Route("/health", health),
+        *ops.routes,
         Route("/identity/token", auth.issue_token, methods=["POST"]),
         Route("/search/v3/resources/search", auth.search_resources, methods=["POST"]),
         Route("/v3/resources/search", auth.search_resources, methods=["POST"]),

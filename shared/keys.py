@@ -9,12 +9,18 @@ qrs:jobs:{instance}             zset    job ids of an instance, scored by creati
 qrs:pending:{backend}           set     ids of the backend's queued or running jobs
 qrs:usage:{instance}:{YYYY-MM}  string  seconds of simulation used by the instance that month
 qrs:jwt-secret                  string  token signing secret shared by every API process
+qrs:workers                     zset    worker ids, scored by their last heartbeat (UNIX seconds)
+qrs:worker:{id}                 string  WorkerInfo (msgspec JSON), expires when heartbeats stop
+qrs:stats:jobs                  hash    counters of finished jobs and duration histogram buckets
 """
 
 from __future__ import annotations
 
 PREFIX = "qrs:"
 JWT_SECRET = f"{PREFIX}jwt-secret"
+WORKERS = f"{PREFIX}workers"
+JOB_STATS = f"{PREFIX}stats:jobs"
+PENDING_PATTERN = f"{PREFIX}pending:*"
 
 
 def job(job_id: str) -> str:
@@ -43,3 +49,7 @@ def pending(backend: str) -> str:
 
 def usage(instance: str, period: str) -> str:
     return f"{PREFIX}usage:{instance}:{period}"
+
+
+def worker(worker_id: str) -> str:
+    return f"{PREFIX}worker:{worker_id}"

@@ -15,7 +15,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from shared import keys
+from shared import keys, stats
 from shared.models import JobRecord, JobStatus
 
 _encode = msgspec.json.Encoder().encode
@@ -101,6 +101,7 @@ class JobStore:
                     pipe.set(key, _encode(new))
                     if new.status.final:
                         pipe.srem(keys.pending(new.backend), job_id)
+                        stats.record_final(pipe, new)
                         if result is not None:
                             pipe.set(keys.job_result(job_id), result)
                         if new.quantum_seconds:
