@@ -4,6 +4,8 @@ qiskit-runtime-server [--host H] [--port P]           API + one worker, one proc
                                                       fakeredis unless REDIS_URL is set
 qiskit-runtime-server api [--host H] [--port P]       the API only (needs REDIS_URL)
 qiskit-runtime-server worker                          one worker (needs REDIS_URL)
+qiskit-runtime-server worker-health                   exit 0 if a worker on this host has a
+                                                      current heartbeat (container healthcheck)
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--host", dest="sub_host")
     api.add_argument("--port", dest="sub_port", type=int)
     sub.add_parser("worker", help="run one worker (REDIS_URL required)")
+    sub.add_parser("worker-health", help="exit 0 if a worker on this host has a current heartbeat")
     return parser
 
 
@@ -106,6 +109,24 @@ def _work(settings: Settings) -> None:
     asyncio.run(main())
 
 
+def _worker_health(settings: Settings) -> int:
+    """0 if a live worker registered from this host (container), else 1."""
+    import socket
+
+    from shared.queue import connect
+    from shared.workers import live_workers
+
+    async def check() -> bool:
+        pool = await connect(settings.redis_url)
+        try:
+            host = socket.gethostname()
+            return any(w.host == host for w in await live_workers(pool))
+        finally:
+            await pool.aclose()
+
+    return 0 if asyncio.run(asyncio.wait_for(check(), timeout=8)) else 1
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = _parser().parse_args(argv)
@@ -114,8 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(host=host, port=port)
     worker_id = settings.effective_worker_id if args.command != "api" else None
     configure_logging(settings.log_level, settings.log_format, worker_id)
-    if args.command in ("api", "worker") and settings.redis_url is None:
+    if args.command in ("api", "worker", "worker-health") and settings.redis_url is None:
         sys.exit(f"qiskit-runtime-server {args.command}: set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+    if args.command == "worker-health":
+        sys.exit(_worker_health(settings))
     if args.command != "api":
         from worker.device import DeviceUnavailable, require_device
 
