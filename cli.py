@@ -64,7 +64,7 @@ def _serve(settings: Settings, embedded: bool) -> None:
 
     if not embedded:
         app = create_app(settings, on_ready=lambda: print(client_recipe(settings), flush=True))
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", log_config=None)
         return
 
     from worker.app import build_worker
@@ -86,7 +86,7 @@ def _serve(settings: Settings, embedded: bool) -> None:
         app = create_app(
             settings, pool, background=with_worker, on_ready=lambda: print(client_recipe(settings), flush=True)
         )
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", log_config=None)
         await uvicorn.Server(config).serve()
 
     asyncio.run(main())

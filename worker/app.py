@@ -9,7 +9,7 @@ from arq import Worker
 from arq.connections import ArqRedis
 from arq.utils import poll
 from arq.worker import func
-from redis.exceptions import ConnectionError, TimeoutError, WatchError
+from redis import exceptions as redis_errors
 
 from shared.logs import job_id_var
 from shared.queue import RUN_JOB
@@ -35,7 +35,7 @@ class QrsWorker(Worker):
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         try:
             await super().start_jobs(job_ids)
-        except (WatchError, ConnectionError, TimeoutError) as exc:
+        except (redis_errors.WatchError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             logger.warning("Redis connection lost while claiming a job (%s); retrying", exc)
             self._release_sem_dec_counter_on_complete()
 
