@@ -12,6 +12,7 @@ qrs:jwt-secret                  string  token signing secret shared by every API
 qrs:workers                     zset    worker ids, scored by their last heartbeat (UNIX seconds)
 qrs:worker:{id}                 string  WorkerInfo (msgspec JSON), expires when heartbeats stop
 qrs:stats:jobs                  hash    counters of finished jobs and duration histogram buckets
+qrs:sweep-lock                  string  held by the worker running the orphan sweep (one lease)
 """
 
 from __future__ import annotations

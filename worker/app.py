@@ -17,6 +17,7 @@ from shared.settings import Settings
 from shared.store import JobStore
 from worker.heartbeat import Heartbeat
 from worker.leases import LeaseKeeper
+from worker.recovery import OrphanSweeper
 from worker.runner import ProgramRunner
 from worker.tasks import run_job
 
@@ -61,21 +62,25 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
     One job at a time because each worker owns one simulation process (one GPU when pinned);
     scale by adding workers. Jobs are claimed for one lease (``settings.job_lease``) renewed
     while they run (``worker/leases.py``), and the worker publishes heartbeats
-    (``worker/heartbeat.py``). On SIGTERM it stops taking jobs, lets the running one finish for
+    (``worker/heartbeat.py``); non-final jobs that arq lost are queued again
+    (``worker/recovery.py``). On SIGTERM it stops taking jobs, lets the running one finish for
     up to ``settings.shutdown_grace`` seconds, then hands it back to the queue and exits.
     """
     runner = ProgramRunner()
     worker_id = settings.effective_worker_id
     leases = LeaseKeeper(pool, settings.job_lease, worker_id)
     heartbeat = Heartbeat(pool, settings, worker_id, leases)
+    sweeper = OrphanSweeper(pool, settings.queue_name, settings.job_lease)
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx.update(store=JobStore(pool), runner=runner, settings=settings, worker_id=worker_id)
         runner.start()
         await heartbeat.start()
+        sweeper.start()
         logger.info("worker %s ready (device %s, queue %s)", worker_id, settings.device, settings.queue_name)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        await sweeper.stop()
         await leases.close()
         await heartbeat.stop()
         runner.close()

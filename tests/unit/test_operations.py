@@ -148,3 +148,24 @@ def test_gpu_worker_without_a_gpu_stops_at_start_up() -> None:
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1
     assert "QRS_DEVICE=GPU but qiskit-aer here can only use CPU" in done.stderr
+
+
+async def test_sweep_requeues_jobs_that_arq_lost(pool) -> None:  # type: ignore[no-untyped-def]
+    from arq.constants import job_key_prefix
+
+    from shared.queue import enqueue_run
+    from worker.recovery import requeue_orphans
+
+    store = JobStore(pool)
+    old = time.time() - 60
+    for job_id in ("lost", "queued", "young", "done"):
+        created = time.time() if job_id == "young" else old
+        record = JobRecord(id=job_id, program_id="sampler", backend="b", instance="i", created=created)
+        await store.create(record, b"{}")
+    await enqueue_run(pool, "q", "queued")
+    await store.finish("done", JobStatus.COMPLETED, b"{}")
+    await store.start("lost", "dead-worker", 1)  # Running, but arq has no trace of it
+
+    assert await requeue_orphans(pool, "q", min_age=15) == ["lost"]
+    assert await pool.exists(job_key_prefix + "lost")
+    assert await requeue_orphans(pool, "q", min_age=15) == []
