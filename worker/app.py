@@ -88,12 +88,12 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
     async def job_start(ctx: dict[str, Any]) -> None:
         job_id_var.set(ctx["job_id"])  # the job's task and arq's own job lines inherit it
         leases.hold(ctx["job_id"])
-        await heartbeat.beat()
+        await heartbeat.beat_now()
 
     async def job_end(ctx: dict[str, Any]) -> None:
         await leases.release(ctx["job_id"])
         heartbeat.jobs_done += 1
-        await heartbeat.beat()
+        await heartbeat.beat_now()
 
     cls = EmbeddedWorker if embedded else QrsWorker
     worker = cls(

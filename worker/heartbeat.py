@@ -48,6 +48,13 @@ class Heartbeat:
         info.heartbeat, info.current_job, info.jobs_done = time.time(), jobs[0] if jobs else None, self.jobs_done
         await workers.publish(self.redis, info, ttl=self.settings.job_lease)
 
+    async def beat_now(self) -> None:
+        """:meth:`beat`, best effort: arq's job hooks must not fail on a Redis hiccup."""
+        try:
+            await self.beat()
+        except RedisError as exc:
+            logger.warning("heartbeat failed: %s", exc)
+
     async def start(self) -> None:
         await self.beat()
         self._task = asyncio.create_task(self._loop(), name="heartbeat")
@@ -64,7 +71,4 @@ class Heartbeat:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.job_lease / 3)
-            try:
-                await self.beat()
-            except RedisError as exc:
-                logger.warning("heartbeat failed: %s", exc)
+            await self.beat_now()
