@@ -4,6 +4,8 @@ qiskit-runtime-server [--host H] [--port P]           API + one worker, one proc
                                                       fakeredis unless REDIS_URL is set
 qiskit-runtime-server api [--host H] [--port P]       the API only (needs REDIS_URL)
 qiskit-runtime-server worker                          one worker (needs REDIS_URL)
+qiskit-runtime-server worker-health                   exit 0 if a worker on this host has a
+                                                      current heartbeat (container healthcheck)
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from collections.abc import AsyncIterator
 
+from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
 
@@ -50,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--host", dest="sub_host")
     api.add_argument("--port", dest="sub_port", type=int)
     sub.add_parser("worker", help="run one worker (REDIS_URL required)")
+    sub.add_parser("worker-health", help="exit 0 if a worker on this host has a current heartbeat")
     return parser
 
 
@@ -61,7 +64,7 @@ def _serve(settings: Settings, embedded: bool) -> None:
 
     if not embedded:
         app = create_app(settings, on_ready=lambda: print(client_recipe(settings), flush=True))
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", log_config=None)
         return
 
     from worker.app import build_worker
@@ -83,7 +86,7 @@ def _serve(settings: Settings, embedded: bool) -> None:
         app = create_app(
             settings, pool, background=with_worker, on_ready=lambda: print(client_recipe(settings), flush=True)
         )
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", log_config=None)
         await uvicorn.Server(config).serve()
 
     asyncio.run(main())
@@ -106,15 +109,43 @@ def _work(settings: Settings) -> None:
     asyncio.run(main())
 
 
+def _worker_health(settings: Settings) -> int:
+    """0 if a live worker registered from this host (container), else 1."""
+    import socket
+
+    from shared.queue import connect
+    from shared.workers import live_workers
+
+    async def check() -> bool:
+        pool = await connect(settings.redis_url)
+        try:
+            host = socket.gethostname()
+            return any(w.host == host for w in await live_workers(pool))
+        finally:
+            await pool.aclose()
+
+    return 0 if asyncio.run(asyncio.wait_for(check(), timeout=8)) else 1
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = _parser().parse_args(argv)
     host = getattr(args, "sub_host", None) or args.host
     port = getattr(args, "sub_port", None) or args.port
     settings = load_settings(host=host, port=port)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if args.command in ("api", "worker") and settings.redis_url is None:
+    worker_id = settings.effective_worker_id if args.command != "api" else None
+    configure_logging(settings.log_level, settings.log_format, worker_id)
+    if args.command in ("api", "worker", "worker-health") and settings.redis_url is None:
         sys.exit(f"qiskit-runtime-server {args.command}: set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+    if args.command == "worker-health":
+        sys.exit(_worker_health(settings))
+    if args.command != "api":
+        from worker.device import DeviceUnavailable, require_device
+
+        try:
+            require_device(settings.device)
+        except DeviceUnavailable as exc:
+            sys.exit(f"qiskit-runtime-server: {exc}")
     if args.command == "worker":
         _work(settings)
     else:

@@ -27,7 +27,7 @@ from api import auth
 from api.access import load_policy
 from api.finished import FinishedJobs
 from api.responses import MsgspecResponse, error_response
-from api.routes import backends, instances, job_actions, jobs, sessions
+from api.routes import backends, instances, job_actions, jobs, ops, sessions
 from api.state import AppState
 from shared import keys
 from shared.backends import BackendCatalog
@@ -153,6 +153,7 @@ def create_app(
     runtime_routes = backends.routes + jobs.routes + job_actions.routes + sessions.routes + instances.routes
     routes = [
         Route("/health", health),
+        *ops.routes,
         Route("/identity/token", auth.issue_token, methods=["POST"]),
         Route("/search/v3/resources/search", auth.search_resources, methods=["POST"]),
         Route("/v3/resources/search", auth.search_resources, methods=["POST"]),

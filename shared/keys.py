@@ -14,6 +14,10 @@ qrs:pending:{backend}           set     ids of the backend's queued or running j
 qrs:usage:{instance}:{YYYY-MM}  string  seconds of simulation used by the instance that month
 qrs:jwt-secret                  string  token signing secret shared by every API process
 qrs:finished                    channel ids of jobs that just reached a final state
+qrs:workers                     zset    worker ids, scored by their last heartbeat (UNIX seconds)
+qrs:worker:{id}                 string  WorkerInfo (msgspec JSON), expires when heartbeats stop
+qrs:stats:jobs                  hash    counters of finished jobs and duration histogram buckets
+qrs:sweep-lock                  string  held by the worker running the orphan sweep (one lease)
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ PREFIX = "qrs:"
 JWT_SECRET = f"{PREFIX}jwt-secret"
 # Pub/sub channel on which the id of every job that reaches a final state is published.
 FINISHED_CHANNEL = f"{PREFIX}finished"
+WORKERS = f"{PREFIX}workers"
+JOB_STATS = f"{PREFIX}stats:jobs"
+PENDING_PATTERN = f"{PREFIX}pending:*"
 
 
 def job(job_id: str) -> str:
@@ -63,3 +70,7 @@ def pending(backend: str) -> str:
 
 def usage(instance: str, period: str) -> str:
     return f"{PREFIX}usage:{instance}:{period}"
+
+
+def worker(worker_id: str) -> str:
+    return f"{PREFIX}worker:{worker_id}"

@@ -3,28 +3,68 @@
 The API enqueues only a job id; the worker loads the record, params and options from the
 JobStore. The arq job id equals the runtime job id, so a repeated enqueue of the same job (the
 client re-POSTs on 5xx) is a no-op.
+
+Connections ride out a Redis restart: every command (and every MULTI/EXEC pipeline) is retried
+on connection errors with a capped exponential back-off for about ``REDIS_RETRY_SECONDS``, so
+API and workers keep going when Redis comes back instead of failing requests or exiting.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 import fakeredis
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import job_key_prefix, result_key_prefix
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, TimeoutError, WatchError
 
 RUN_JOB = "runtime.run_job"
+
+# How long one Redis command keeps retrying while Redis is unreachable (restart, failover).
+REDIS_RETRY_SECONDS = 30
+_BACKOFF_CAP = 1.0
+
+
+def redis_settings(redis_url: str) -> RedisSettings:
+    """arq ``RedisSettings`` for ``redis_url`` with retries on connection errors and time-outs."""
+    settings = RedisSettings.from_dsn(redis_url)
+    settings.retry_on_error = [ConnectionError, TimeoutError, OSError]
+    settings.retry = Retry(ExponentialBackoff(cap=_BACKOFF_CAP, base=0.05), int(REDIS_RETRY_SECONDS / _BACKOFF_CAP))
+    settings.conn_retries = REDIS_RETRY_SECONDS
+    return settings
 
 
 async def connect(redis_url: str | None) -> ArqRedis:
     """An ``ArqRedis`` pool on ``redis_url``; ``None`` gives a fresh in-memory (fakeredis) server.
 
     Raises:
-        redis.exceptions.ConnectionError: the Redis at ``redis_url`` cannot be reached.
+        redis.exceptions.ConnectionError: the Redis at ``redis_url`` stays unreachable for
+            about ``REDIS_RETRY_SECONDS``.
     """
     if redis_url is None:
         fake = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         return ArqRedis(connection_pool=fake.connection_pool)
-    return await create_pool(RedisSettings.from_dsn(redis_url), retry=3)
+    return await create_pool(redis_settings(redis_url), retry=3)
 
 
-async def enqueue_run(pool: ArqRedis, queue_name: str, job_id: str) -> None:
-    """Queue the execution of runtime job ``job_id``."""
-    await pool.enqueue_job(RUN_JOB, job_id, _job_id=job_id, _queue_name=queue_name)
+async def enqueue_run(pool: ArqRedis, queue_name: str, job_id: str, attempts: int = 5) -> None:
+    """Queue the execution of runtime job ``job_id``.
+
+    arq answers ``None`` both for "already queued or run" and when the connection broke inside
+    its WATCH/MULTI transaction; arq's job and result keys tell the two apart, and the lost
+    case is retried.
+
+    Raises:
+        redis.exceptions.ConnectionError: Redis stayed unreachable.
+    """
+    for attempt in range(attempts):
+        try:
+            await pool.enqueue_job(RUN_JOB, job_id, _job_id=job_id, _queue_name=queue_name)
+            if await pool.exists(job_key_prefix + job_id, result_key_prefix + job_id):
+                return
+        except WatchError:
+            pass
+        await asyncio.sleep(0.1 * (attempt + 1))
+    raise ConnectionError(f"job {job_id} could not be queued")

@@ -61,7 +61,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     poll_delay: float = 0.005
     job_lease: float = 15.0
     max_attempts: int = 3
+    # Seconds a worker lets its running job finish after SIGTERM before handing it back.
+    shutdown_grace: float = 10.0
     log_level: str = "INFO"
+    # "text" or "json" (one JSON object per line, with job_id/worker_id fields).
+    log_format: str = "text"
 
     @property
     def base_url(self) -> str:

@@ -15,7 +15,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from shared import job_index, keys
+from shared import job_index, keys, stats
 from shared.models import JobRecord, JobStatus
 
 _encode = msgspec.json.Encoder().encode
@@ -103,6 +103,7 @@ class JobStore:
                     job_index.update_commands(pipe, old, new)
                     if new.status.final:
                         pipe.srem(keys.pending(new.backend), job_id)
+                        stats.record_final(pipe, new)
                         if result is not None:
                             pipe.set(keys.job_result(job_id), result)
                         pipe.publish(keys.FINISHED_CHANNEL, job_id)

@@ -43,7 +43,10 @@ def _serve(conn: Connection) -> None:
             reply = ("error", str(exc))
         except Exception as exc:  # a program bug must fail the job, not kill the child
             reply = ("error", f"{type(exc).__name__}: {exc}")
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except OSError:  # the worker died (kill -9) while we ran; its job runs elsewhere
+            return
 
 
 def _warm(conn: Connection) -> None:

@@ -1,0 +1,108 @@
+"""Prometheus metrics of the whole deployment, read from Redis at scrape time.
+
+Any API replica answers ``/metrics`` with the same numbers, whichever process did the work:
+current jobs come from the pending sets and their records, finished-job counters and the
+running-time histogram from ``qrs:stats:jobs`` (``shared/stats.py``), live workers from the
+heartbeat registry (``shared/workers.py``). The text is rendered by ``prometheus_client``.
+
+Metric                              type       labels
+qrs_jobs                            gauge      state (Queued|Running), program, backend
+qrs_queue_depth                     gauge      backend (jobs waiting for a worker)
+qrs_jobs_finished_total             counter    state (Completed|Failed|Cancelled), program
+qrs_job_run_seconds                 histogram  program (Running -> final, seconds)
+qrs_workers_live                    gauge      device
+qrs_workers_busy                    gauge      device
+qrs_arq_queue_length                gauge      (arq's queue: waiting, retrying and running jobs)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+import msgspec
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from redis.asyncio import Redis
+
+from shared import keys, stats, workers
+from shared.models import JobRecord, JobStatus
+
+_decode_record = msgspec.json.Decoder(JobRecord).decode
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Snapshot:
+    """The families of one scrape, built beforehand (collectors are synchronous)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+async def _pending_records(redis: Redis) -> list[JobRecord]:
+    ids: list[str] = []
+    async for key in redis.scan_iter(match=keys.PENDING_PATTERN, count=1000):
+        ids.extend(_text(i) for i in await redis.smembers(key))
+    records: list[JobRecord] = []
+    for start in range(0, len(ids), 500):
+        raws = await redis.mget([keys.job(i) for i in ids[start : start + 500]])
+        records.extend(_decode_record(raw) for raw in raws if raw is not None)
+    return records
+
+
+def _finished_families(raw: dict[str, str]) -> Iterable[Metric]:
+    finished = CounterMetricFamily("qrs_jobs_finished", "Jobs that reached a final state.", labels=["state", "program"])
+    run = HistogramMetricFamily("qrs_job_run_seconds", "Running time of finished jobs.", labels=["program"])
+    buckets: dict[str, dict[str, float]] = {}
+    sums: dict[str, float] = {}
+    for field, value in sorted(raw.items()):
+        kind, _, rest = field.partition("|")
+        if kind == "finished":
+            program, _, state = rest.partition("|")
+            finished.add_metric([state, program], float(value))
+        elif kind == "run":
+            program, _, le = rest.partition("|")
+            buckets.setdefault(program, {})[le] = float(value)
+        elif kind == "run_sum":
+            sums[rest] = float(value)
+    for program, counts in sorted(buckets.items()):
+        # Stored cumulatively already; a bucket no job fell into has no field yet.
+        series = [(stats.bucket_label(b), counts.get(stats.bucket_label(b), 0.0)) for b in stats.RUN_BUCKETS]
+        run.add_metric([program], series, sums.get(program, 0.0))
+    return [finished, run]
+
+
+async def render_metrics(redis: Redis, queue_name: str) -> bytes:
+    """The Prometheus text exposition of the deployment's current metrics."""
+    records = await _pending_records(redis)
+    jobs = GaugeMetricFamily("qrs_jobs", "Jobs not yet final.", labels=["state", "program", "backend"])
+    current = Counter((r.status.value, r.program_id, r.backend) for r in records if not r.status.final)
+    for state in (JobStatus.QUEUED, JobStatus.RUNNING):
+        for (status, program, backend), count in sorted(current.items()):
+            if status == state.value:
+                jobs.add_metric([status, program, backend], count)
+    depth = GaugeMetricFamily("qrs_queue_depth", "Jobs waiting for a worker, per backend.", labels=["backend"])
+    waiting = Counter(r.backend for r in records if r.status == JobStatus.QUEUED)
+    for backend, count in sorted(waiting.items()):
+        depth.add_metric([backend], count)
+
+    raw_stats = {_text(k): _text(v) for k, v in (await redis.hgetall(keys.JOB_STATS)).items()}
+
+    live = await workers.live_workers(redis)
+    live_g = GaugeMetricFamily("qrs_workers_live", "Workers with a current heartbeat.", labels=["device"])
+    busy_g = GaugeMetricFamily("qrs_workers_busy", "Live workers running a job.", labels=["device"])
+    for device in sorted({w.device for w in live} | {"CPU"}):
+        live_g.add_metric([device], sum(w.device == device for w in live))
+        busy_g.add_metric([device], sum(w.device == device and w.current_job is not None for w in live))
+    arq_len = GaugeMetricFamily("qrs_arq_queue_length", "Entries in the arq queue (waiting or running).")
+    arq_len.add_metric([], await redis.zcard(queue_name))
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot([jobs, depth, *_finished_families(raw_stats), live_g, busy_g, arq_len]))
+    return generate_latest(registry)

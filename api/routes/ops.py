@@ -1,0 +1,80 @@
+"""Operations endpoints (no authentication; expose them only inside the deployment network).
+
+``GET /health``  liveness: the API process answers (in ``api/app.py``).
+``GET /ready``   readiness: Redis answers and at least one worker has a current heartbeat;
+                 503 with the reasons otherwise (a load balancer stops sending jobs).
+``GET /workers`` the worker registry: id, host, pid, device, pinned GPU, current job, last
+                 heartbeat (UNIX seconds and ISO 8601), jobs done.
+``GET /metrics`` Prometheus text format (``api/metrics.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.metrics import render_metrics
+from api.responses import MsgspecResponse
+from shared import workers
+from shared.models import iso
+
+# Readiness must answer quickly even while Redis is down (connections retry for ~30 s).
+READY_TIMEOUT = 2.0
+
+
+async def ready(request: Request) -> Response:
+    """``GET /ready``: 200 ``{"status": "ready", "workers": n}``, else 503 with ``reasons``."""
+    reasons: list[str] = []
+    live: list[workers.WorkerInfo] = []
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await request.state.pool.ping()
+            live = await workers.live_workers(request.state.pool)
+    except (RedisError, OSError, TimeoutError) as exc:
+        reasons.append(f"Redis is not reachable: {type(exc).__name__}")
+    else:
+        if not live:
+            reasons.append("no live worker")
+    body: dict[str, object] = {"status": "not ready" if reasons else "ready", "workers": len(live)}
+    if reasons:
+        body["reasons"] = reasons
+    return MsgspecResponse(body, status_code=503 if reasons else 200)
+
+
+async def list_workers(request: Request) -> Response:
+    """``GET /workers``: ``{"workers": [...]}``, every worker with a current heartbeat."""
+    live = await workers.live_workers(request.state.pool)
+    entries = [
+        {
+            "id": w.id,
+            "host": w.host,
+            "pid": w.pid,
+            "device": w.device,
+            "visible_devices": w.visible_devices,
+            "queue": w.queue,
+            "current_job": w.current_job,
+            "jobs_done": w.jobs_done,
+            "started": iso(w.started),
+            "last_heartbeat": iso(w.heartbeat),
+        }
+        for w in live
+    ]
+    return MsgspecResponse({"workers": entries})
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus exposition of jobs, queues and workers."""
+    body = await render_metrics(request.state.pool, request.state.settings.queue_name)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [
+    Route("/ready", ready),
+    Route("/workers", list_workers),
+    Route("/metrics", metrics),
+]

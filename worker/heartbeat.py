@@ -1,0 +1,74 @@
+"""Worker heartbeats: each worker publishes a :class:`shared.workers.WorkerInfo` every third of
+a lease, so ``/workers``, ``/ready`` and ``/metrics`` see which workers are alive, on which
+device and host, and what they are running. A worker whose heartbeat stops drops out after one
+lease (``QRS_JOB_LEASE``), which is also when its job becomes available to the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared import workers
+from shared.settings import Settings
+from worker.leases import LeaseKeeper
+
+logger = logging.getLogger("qrs.worker")
+
+
+class Heartbeat:
+    """Publishes this worker's registry entry until :meth:`stop`."""
+
+    def __init__(self, redis: Redis, settings: Settings, worker_id: str, leases: LeaseKeeper) -> None:
+        self.redis, self.settings, self.leases = redis, settings, leases
+        self.jobs_done = 0
+        self._task: asyncio.Task[None] | None = None
+        self.info = workers.WorkerInfo(
+            id=worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            device=settings.device,
+            queue=settings.queue_name,
+            started=time.time(),
+            heartbeat=time.time(),
+            visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES") or None,
+        )
+
+    async def beat(self) -> None:
+        """Publish the entry now (also called when a job starts or ends, so it is current)."""
+        jobs = self.leases.current_jobs
+        info = self.info
+        info.heartbeat, info.current_job, info.jobs_done = time.time(), jobs[0] if jobs else None, self.jobs_done
+        await workers.publish(self.redis, info, ttl=self.settings.job_lease)
+
+    async def beat_now(self) -> None:
+        """:meth:`beat`, best effort: arq's job hooks must not fail on a Redis hiccup."""
+        try:
+            await self.beat()
+        except RedisError as exc:
+            logger.warning("heartbeat failed: %s", exc)
+
+    async def start(self) -> None:
+        await self.beat()
+        self._task = asyncio.create_task(self._loop(), name="heartbeat")
+
+    async def stop(self) -> None:
+        """Stop beating and leave the registry (clean shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError):
+            await workers.remove(self.redis, self.info.id)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_lease / 3)
+            await self.beat_now()

@@ -1,0 +1,79 @@
+"""The orphan sweep: a job that is not final but that arq no longer holds is queued again.
+
+Leases (``worker/leases.py``) cover a worker that dies with a job; this covers the rarer ways a
+job can drop out of arq while its record still says ``Queued`` or ``Running``: the API died
+between storing a job and queuing it, the task failed on an unexpected error (Redis away for
+longer than the connection retries) so arq recorded a failure and forgot the job, or the job
+waited longer than arq's job-key expiry (one day). Every lease one worker (whichever takes the
+``qrs:sweep-lock`` first) looks at the pending jobs and re-queues those with neither an arq job
+key nor an in-progress key. Re-queued jobs count as a new attempt, so ``QRS_MAX_ATTEMPTS``
+still bounds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from redis.exceptions import RedisError
+
+from shared import keys
+from shared.queue import enqueue_run
+from shared.store import JobStore
+
+logger = logging.getLogger("qrs.worker")
+
+SWEEP_LOCK = f"{keys.PREFIX}sweep-lock"
+
+
+async def requeue_orphans(pool: ArqRedis, queue_name: str, min_age: float) -> list[str]:
+    """Queue again every non-final job older than ``min_age`` seconds that arq does not hold.
+
+    Returns the ids queued again.
+    """
+    store = JobStore(pool)
+    requeued: list[str] = []
+    async for pending in pool.scan_iter(match=keys.PENDING_PATTERN, count=1000):
+        for member in await pool.smembers(pending):
+            job_id = member.decode() if isinstance(member, bytes) else member
+            if await pool.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id):
+                continue
+            record = await store.get(job_id)
+            if record is None or record.status.final or time.time() - record.created < min_age:
+                continue
+            # arq refuses to queue an id whose (failed) result it still keeps.
+            await pool.delete(result_key_prefix + job_id)
+            await enqueue_run(pool, queue_name, job_id)
+            logger.warning("job %s was %s but not queued; queued it again", job_id, record.status.value)
+            requeued.append(job_id)
+    return requeued
+
+
+class OrphanSweeper:
+    """Runs :func:`requeue_orphans` once per ``period`` seconds across all workers."""
+
+    def __init__(self, pool: ArqRedis, queue_name: str, period: float) -> None:
+        self.pool, self.queue_name, self.period = pool, queue_name, period
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="orphan-sweep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            try:
+                if await self.pool.set(SWEEP_LOCK, b"1", px=int(self.period * 1000), nx=True):
+                    await requeue_orphans(self.pool, self.queue_name, min_age=self.period)
+            except RedisError as exc:
+                logger.warning("orphan sweep failed: %s", exc)
