@@ -36,10 +36,11 @@ async def _watch(runner: ProgramRunner, store: JobStore, job_id: str) -> None:
             logger.warning("cannot read job %s to check for cancellation", job_id, exc_info=True)
             continue
         if record is None or record.status.final:
-            runner.stop()
+            # Log before stopping: once the child is dead the run ends and this task is cancelled.
             if record is not None:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 await store.log(job_id, f"{stamp} INFO simulation stopped: the job is {record.status.value}")
+            runner.stop()
             return
 
 
