@@ -9,7 +9,7 @@ overwritten.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 from redis.asyncio import Redis
@@ -79,12 +79,14 @@ class JobStore:
         job_id: str,
         change: Callable[[JobRecord], JobRecord | None],
         result: bytes | None = None,
+        log: Sequence[str] = (),
     ) -> JobRecord | None:
         """Apply ``change`` to the stored record atomically.
 
         ``change`` returns the new record, or ``None`` to leave the job untouched (then this
         returns ``None``). When the new record is final, the job leaves its backend's pending
-        set and ``result`` (if given) is stored in the same transaction.
+        set and ``result`` (if given) is stored in the same transaction. ``log`` lines are
+        appended to the job's log in that transaction too (one round trip, not one per line).
         """
         key = keys.job(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -101,6 +103,9 @@ class JobStore:
                     pipe.multi()
                     pipe.set(key, _encode(new))
                     job_index.update_commands(pipe, old, new)
+                    if log:
+                        pipe.rpush(keys.job_logs(job_id), *log)
+                        pipe.ltrim(keys.job_logs(job_id), -MAX_LOG_LINES, -1)
                     if new.status.final:
                         pipe.srem(keys.pending(new.backend), job_id)
                         stats.record_final(pipe, new)
@@ -115,8 +120,8 @@ class JobStore:
                 except WatchError:
                     continue
 
-    async def start(self, job_id: str, worker_id: str, attempt: int) -> JobRecord | None:
-        """Move a job to ``Running`` on ``worker_id``; ``None`` if it is final or gone.
+    async def start(self, job_id: str, worker_id: str, attempt: int, log: Sequence[str] = ()) -> JobRecord | None:
+        """Move a job to ``Running`` on ``worker_id`` (appending ``log``); ``None`` if final or gone.
 
         A job already ``Running`` is taken over: its worker died and its lease expired.
         """
@@ -132,7 +137,7 @@ class JobStore:
                 attempts=attempt,
             )
 
-        return await self._update(job_id, change)
+        return await self._update(job_id, change, log=log)
 
     async def finish(
         self,
@@ -143,9 +148,10 @@ class JobStore:
         reason: str | None = None,
         reason_code: int | None = None,
         quantum_seconds: float | None = None,
+        log: Sequence[str] = (),
         **extra: object,
     ) -> JobRecord | None:
-        """Record a final state and its result text; ``None`` if the job was already final."""
+        """Record a final state, its result text and ``log`` lines; ``None`` if already final."""
 
         def change(record: JobRecord) -> JobRecord | None:
             if record.status.final:
@@ -160,7 +166,7 @@ class JobStore:
                 **extra,
             )
 
-        return await self._update(job_id, change, result)
+        return await self._update(job_id, change, result, log)
 
     async def many(self, job_ids: list[str]) -> list[JobRecord]:
         """The records of ``job_ids`` in that order, skipping ids deleted meanwhile."""

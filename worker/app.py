@@ -107,7 +107,8 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
         max_jobs=1,
         poll_delay=settings.poll_delay,
         max_tries=settings.max_attempts + 1,
-        keep_result=60,
+        # Our JobRecord is the result of record; arq's own result key would be a second copy.
+        keep_result=0,
         handle_signals=not embedded,
         job_completion_wait=int(settings.shutdown_grace),
     )

@@ -48,25 +48,24 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
     if record is None or record.status.final:
         return "skipped"
     if attempt > settings.max_attempts:
-        await store.log(job_id, f"{_now()} ERROR giving up after {settings.max_attempts} attempts")
         await store.finish(
             job_id,
             JobStatus.FAILED,
             b"The job was interrupted by infrastructure faults too many times.",
             reason=f"The job could not run after {settings.max_attempts} attempts (worker lost).",
             reason_code=REASON_INFRASTRUCTURE,
+            log=[f"{_now()} ERROR giving up after {settings.max_attempts} attempts"],
         )
         return JobStatus.FAILED.value
     if not await wait_for_turn(store, record):
         return "skipped"
-    record = await store.start(job_id, ctx["worker_id"], attempt)
+    started = (
+        f"{_now()} INFO job {job_id} started on worker {ctx['worker_id']} (attempt {attempt}): "
+        f"program {record.program_id}, backend {record.backend}, device {settings.device}"
+    )
+    record = await store.start(job_id, ctx["worker_id"], attempt, log=[started])
     if record is None:
         return "skipped"
-    await store.log(
-        job_id,
-        f"{_now()} INFO job {job_id} started on worker {ctx['worker_id']} (attempt {attempt}): "
-        f"program {record.program_id}, backend {record.backend}, device {settings.device}",
-    )
     params = await store.params(job_id) or b"{}"
     request = ExecutionRequest(
         job_id=job_id,
@@ -83,17 +82,23 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
     except TimeoutError:
         runner.stop()
         reason = f"Job ran longer than its maximum execution time of {limit} seconds."
-        await store.log(job_id, f"{_now()} ERROR {reason}")
-        await store.finish(job_id, JobStatus.CANCELLED, reason.encode(), reason=reason, reason_code=REASON_RAN_TOO_LONG)
+        await store.finish(
+            job_id,
+            JobStatus.CANCELLED,
+            reason.encode(),
+            reason=reason,
+            reason_code=REASON_RAN_TOO_LONG,
+            log=[f"{_now()} ERROR {reason}"],
+        )
         return JobStatus.CANCELLED.value
     except ProgramError as exc:
-        await store.log(job_id, f"{_now()} ERROR {exc}")
         await store.finish(
             job_id,
             JobStatus.FAILED,
             f"Error in job execution: {exc}".encode(),
             reason=f"Error in job execution: {exc}",
             reason_code=REASON_EXECUTION_ERROR,
+            log=[f"{_now()} ERROR {exc}"],
         )
         return JobStatus.FAILED.value
     except RunnerStopped:
@@ -106,12 +111,8 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
     except RunnerCrashed as exc:
         await store.log(job_id, f"{_now()} WARNING {exc}; the job will be retried")
         raise Retry(defer=1) from exc
-    for warning in outcome.warnings:
-        await store.log(job_id, f"{_now()} WARNING {warning}")
-    await store.log(
-        job_id,
-        f"{_now()} INFO job {job_id} completed: {outcome.num_pubs} PUB(s) in {outcome.quantum_seconds:.3f} s",
-    )
+    log = [f"{_now()} WARNING {warning}" for warning in outcome.warnings]
+    log.append(f"{_now()} INFO job {job_id} completed: {outcome.num_pubs} PUB(s) in {outcome.quantum_seconds:.3f} s")
     await store.finish(
         job_id,
         JobStatus.COMPLETED,
@@ -119,6 +120,7 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
         quantum_seconds=outcome.quantum_seconds,
         num_pubs=outcome.num_pubs,
         qiskit_version=outcome.qiskit_version,
+        log=log,
     )
     return JobStatus.COMPLETED.value
 

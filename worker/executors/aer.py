@@ -164,7 +164,7 @@ class AerExecutor:
                 SamplerPub(compact_circuit(pub.circuit, keep), pub.parameter_values, pub.shots, validate=False)
                 for pub in pubs
             ]
-        sim.set_options(method=choose_method(sim, [pub.circuit for pub in pubs], noisy=_noisy(sim)))
+        _configure(sim, [pub.circuit for pub in pubs])
         sampler = BackendSamplerV2(backend=sim, options={"default_shots": shots, "seed_simulator": seed})
         return sampler.run(pubs).result()
 
@@ -185,7 +185,7 @@ class AerExecutor:
         sim, keep = self.simulator(backend_name, noise_model, circuits, active)
         if keep is not None:
             pubs = [_compact_estimator_pub(pub, keep) for pub in pubs]
-        sim.set_options(method=choose_method(sim, [pub.circuit for pub in pubs], noisy=_noisy(sim)))
+        _configure(sim, [pub.circuit for pub in pubs])
         estimator = BackendEstimatorV2(backend=sim, options={"default_precision": precision, "seed_simulator": seed})
         return estimator.run(pubs).result()
 
@@ -227,6 +227,20 @@ def choose_method(sim: AerSimulator, circuits: Sequence[QuantumCircuit], *, nois
     if not noisy and all(is_clifford(c) for c in circuits):
         return "stabilizer"
     return "matrix_product_state"
+
+
+def _configure(sim: AerSimulator, circuits: Sequence[QuantumCircuit]) -> None:
+    """Method and threads for this run of a (shared, cached) simulator.
+
+    Up to ``KRAUS_MAX_QUBITS`` qubits a run is one small density-matrix or statevector pass:
+    OpenMP threads only add start-up and spinning (measured: half the CPU time of a noisy Bell
+    job), so such runs use one thread and leave the other cores to other workers.
+    """
+    width = max((c.num_qubits for c in circuits), default=0)
+    sim.set_options(
+        method=choose_method(sim, circuits, noisy=_noisy(sim)),
+        max_parallel_threads=1 if width <= KRAUS_MAX_QUBITS else 0,
+    )
 
 
 def _noisy(sim: AerSimulator) -> bool:
