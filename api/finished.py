@@ -1,60 +1,37 @@
-"""``FinishedJobs``: one Redis subscription per API process that wakes requests waiting on jobs.
+"""``FinishedJobs``: wakes status requests waiting on jobs when workers finish them.
 
 Workers publish a job's id on ``qrs:finished`` when it reaches a final state (``JobStore``).
 A status request for an unfinished job waits here, up to ``QRS_STATUS_HOLD`` seconds, instead
-of polling Redis.
+of polling Redis; one subscription serves every request of the API process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 
 from redis.asyncio import Redis
 
 from shared import keys
-
-logger = logging.getLogger("qrs.api")
+from shared.channel import ChannelListener
 
 
 class FinishedJobs:
     """Futures per job id, resolved when the job's id is published on ``qrs:finished``."""
 
     def __init__(self, redis: Redis) -> None:
-        self._redis = redis
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
+        self._listener = ChannelListener(redis, keys.FINISHED_CHANNEL, self._finished)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), timeout=5)
+        await self._listener.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._listener.stop()
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(keys.FINISHED_CHANNEL)
-                    self._subscribed.set()
-                    async for message in pubsub.listen():
-                        data = message.get("data")
-                        job_id = data.decode() if isinstance(data, bytes) else str(data)
-                        for future in self._waiters.pop(job_id, []):
-                            if not future.done():
-                                future.set_result(None)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # Redis restarted or dropped us: subscribe again shortly
-                logger.warning("finished-jobs subscription lost; retrying", exc_info=True)
-                await asyncio.sleep(0.5)
+    def _finished(self, job_id: str) -> None:
+        for future in self._waiters.pop(job_id, []):
+            if not future.done():
+                future.set_result(None)
 
     async def wait(self, job_id: str, seconds: float) -> None:
         """Return when ``job_id`` is published as finished, or after ``seconds``.

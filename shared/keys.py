@@ -14,6 +14,7 @@ qrs:pending:{backend}           set     ids of the backend's queued or running j
 qrs:usage:{instance}:{YYYY-MM}  string  seconds of simulation used by the instance that month
 qrs:jwt-secret                  string  token signing secret shared by every API process
 qrs:finished                    channel ids of jobs that just reached a final state
+qrs:enqueued                    channel queue names, published after each enqueue (wakes workers)
 qrs:workers                     zset    worker ids, scored by their last heartbeat (UNIX seconds)
 qrs:worker:{id}                 string  WorkerInfo (msgspec JSON), expires when heartbeats stop
 qrs:stats:jobs                  hash    counters of finished jobs and duration histogram buckets
@@ -26,6 +27,8 @@ PREFIX = "qrs:"
 JWT_SECRET = f"{PREFIX}jwt-secret"
 # Pub/sub channel on which the id of every job that reaches a final state is published.
 FINISHED_CHANNEL = f"{PREFIX}finished"
+# Pub/sub channel rung after every enqueue, with the queue name: wakes idle workers at once.
+ENQUEUED_CHANNEL = f"{PREFIX}enqueued"
 WORKERS = f"{PREFIX}workers"
 JOB_STATS = f"{PREFIX}stats:jobs"
 PENDING_PATTERN = f"{PREFIX}pending:*"

@@ -20,6 +20,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError, WatchError
 
+from shared import keys
+
 RUN_JOB = "runtime.run_job"
 
 # How long one Redis command keeps retrying while Redis is unreachable (restart, failover).
@@ -52,7 +54,8 @@ async def connect(redis_url: str | None) -> ArqRedis:
 async def enqueue_run(pool: ArqRedis, queue_name: str, job_id: str, attempts: int = 5) -> None:
     """Queue the execution of runtime job ``job_id``.
 
-    arq answers ``None`` both for "already queued or run" and when the connection broke inside
+    Idle workers are woken through ``qrs:enqueued``. arq answers ``None`` both for "already
+    queued or run" and when the connection broke inside
     its WATCH/MULTI transaction; arq's job and result keys tell the two apart, and the lost
     case is retried.
 
@@ -62,7 +65,13 @@ async def enqueue_run(pool: ArqRedis, queue_name: str, job_id: str, attempts: in
     for attempt in range(attempts):
         try:
             await pool.enqueue_job(RUN_JOB, job_id, _job_id=job_id, _queue_name=queue_name)
-            if await pool.exists(job_key_prefix + job_id, result_key_prefix + job_id):
+            async with pool.pipeline(transaction=False) as pipe:
+                pipe.exists(job_key_prefix + job_id, result_key_prefix + job_id)
+                # Ring the workers' doorbell (worker/doorbell.py): an idle worker starts now,
+                # not at its next poll.
+                pipe.publish(keys.ENQUEUED_CHANNEL, queue_name)
+                queued, _ = await pipe.execute()
+            if queued:
                 return
         except WatchError:
             pass

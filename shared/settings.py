@@ -58,7 +58,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Worker side.
     worker_id: str = ""
     device: str = "CPU"
-    poll_delay: float = 0.005
+    # Fallback queue poll; workers are woken by a pub/sub doorbell when a job is queued.
+    poll_delay: float = 0.05
     job_lease: float = 15.0
     max_attempts: int = 3
     # Seconds a worker lets its running job finish after SIGTERM before handing it back.

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from arq import Worker
-from arq.connections import ArqRedis
-from arq.utils import poll
+from arq.connections import ArqRedis, log_redis_info
 from arq.worker import func
 from redis import exceptions as redis_errors
 
@@ -15,6 +15,7 @@ from shared.logs import job_id_var
 from shared.queue import RUN_JOB
 from shared.settings import Settings
 from shared.store import JobStore
+from worker.doorbell import Doorbell
 from worker.heartbeat import Heartbeat
 from worker.leases import LeaseKeeper
 from worker.recovery import OrphanSweeper
@@ -25,13 +26,36 @@ logger = logging.getLogger("qrs.worker")
 
 
 class QrsWorker(Worker):
-    """arq's ``Worker``, surviving a Redis restart while it claims a job.
+    """arq's ``Worker``, woken by the doorbell and surviving a Redis restart while claiming a job.
 
-    The connection retries of ``shared.queue`` cover plain commands and MULTI/EXEC, but a
-    connection lost between WATCH and EXEC raises ``WatchError`` from inside arq's
-    ``start_jobs``, after it counted the job as started; that would end the polling loop (and
-    leave the slot taken). The slot is given back and the job stays queued for the next poll.
+    * Its loop sleeps on a :class:`~worker.doorbell.Doorbell` (rung by the API after each
+      enqueue, and locally when a job ends and frees the slot) rather than a fixed poll delay.
+    * The connection retries of ``shared.queue`` cover plain commands and MULTI/EXEC, but a
+      connection lost between WATCH and EXEC raises ``WatchError`` from inside arq's
+      ``start_jobs``, after it counted the job as started; that would end the polling loop (and
+      leave the slot taken). The slot is given back and the job stays queued for the next poll.
     """
+
+    doorbell: Doorbell | None = None
+    log_redis_info = True
+
+    async def main(self) -> None:
+        if self.log_redis_info:
+            await log_redis_info(self.pool, logger.info)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        while True:
+            await self._poll_iteration()
+            if self.doorbell is None:
+                await asyncio.sleep(self.poll_delay_s)
+            else:
+                await self.doorbell.wait(self.poll_delay_s)
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        if self.doorbell is not None:
+            self.doorbell.ring()  # the slot is free: look for the next queued job now
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         try:
@@ -42,18 +66,9 @@ class QrsWorker(Worker):
 
 
 class EmbeddedWorker(QrsWorker):
-    """A ``Worker`` that runs on fakeredis inside the API process.
+    """The worker that runs on fakeredis inside the API process (``INFO`` is not in fakeredis)."""
 
-    arq's ``main`` logs ``INFO`` from Redis at start-up, a command fakeredis does not have;
-    everything else is arq's own polling loop.
-    """
-
-    async def main(self) -> None:
-        self.ctx["redis"] = self.pool
-        if self.on_startup:
-            await self.on_startup(self.ctx)
-        async for _ in poll(self.poll_delay_s):
-            await self._poll_iteration()
+    log_redis_info = False
 
 
 def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) -> Worker:
@@ -71,15 +86,18 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
     leases = LeaseKeeper(pool, settings.job_lease, worker_id)
     heartbeat = Heartbeat(pool, settings, worker_id, leases)
     sweeper = OrphanSweeper(pool, settings.queue_name, settings.job_lease)
+    doorbell = Doorbell(pool, settings.queue_name)
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx.update(store=JobStore(pool), runner=runner, settings=settings, worker_id=worker_id)
         runner.start()
+        await doorbell.start()
         await heartbeat.start()
         sweeper.start()
         logger.info("worker %s ready (device %s, queue %s)", worker_id, settings.device, settings.queue_name)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        await doorbell.stop()
         await sweeper.stop()
         await leases.close()
         await heartbeat.stop()
@@ -114,4 +132,5 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
     )
     # arq claims a job for its whole time-out plus 10 s; claim it for one lease instead.
     worker.in_progress_timeout_s = settings.job_lease
+    worker.doorbell = doorbell
     return worker
