@@ -76,7 +76,7 @@ def main() -> None:
     )
     # Last: it runs Aer inside this process, whose threads would slow the client cases above.
     print("ideal random circuit ...", flush=True)
-    rows.append(cases.ideal_random_circuit(args.repeat)[0])
+    rows.append(cases.ideal_random_circuit(args.repeat * 2)[0])  # ~1.5 s runs: more pairs, less noise
     write(rows, args, time.time() - started)
 
 
