@@ -119,8 +119,8 @@ def _bell_rows(service, raw: RawClient, name: str, local_backend, target_ms: int
             f"{remote * 1000:.0f} ms",
             f"{local * 1000:.0f} ms",
             f"{local / remote:.0f}x faster",
-            ">= 100x",
-            local / remote >= 100,
+            ">= 100x" if name == "fake_sherbrooke" else "- (the target is set for the 127-qubit case)",
+            local / remote >= 100 if name == "fake_sherbrooke" else None,
         ),
         Row(
             f"noisy Bell 1024 shots, {name}: server time (POST /jobs to final state, raw HTTP)",
