@@ -4,30 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from api.app import create_app
-from shared.settings import load_settings
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(load_settings({}))
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
-            scope["state"] = dict(state)
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=with_state)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            token = (await http.post("/identity/token", data={"apikey": "k"})).json()["access_token"]
-            http.headers["Authorization"] = f"Bearer {token}"
-            http.app_state = state  # type: ignore[attr-defined]
-            yield http
+from tests.unit.conftest import in_process_api
 
 
 def test_api_does_not_import_qiskit() -> None:
@@ -38,20 +19,13 @@ def test_api_does_not_import_qiskit() -> None:
 async def test_token_is_a_jwt_with_exp_and_iat() -> None:
     import jwt
 
-    app = create_app(load_settings({}))
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
-            scope["state"] = dict(state)
-            await app(scope, receive, send)
-
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state), base_url="http://t") as http:
-            body = (await http.post("/identity/token", data={"apikey": "abc", "grant_type": "x"})).json()
-            claims = jwt.decode(body["access_token"], options={"verify_signature": False})
-            assert isinstance(claims["exp"], int) and isinstance(claims["iat"], int)
-            assert claims["exp"] > claims["iat"]
-            missing = await http.post("/identity/token", data={"grant_type": "x"})
-            assert missing.status_code == 400
+    async with in_process_api(api_key=None) as http:
+        body = (await http.post("/identity/token", data={"apikey": "abc", "grant_type": "x"})).json()
+        claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+        assert isinstance(claims["exp"], int) and isinstance(claims["iat"], int)
+        assert claims["exp"] > claims["iat"]
+        missing = await http.post("/identity/token", data={"grant_type": "x"})
+        assert missing.status_code == 400
 
 
 async def test_runtime_api_under_any_prefix(client: httpx.AsyncClient) -> None:
@@ -133,17 +107,10 @@ async def test_bad_submissions(client: httpx.AsyncClient, body: bytes, status: i
 
 
 async def test_oversize_submission_is_413() -> None:
-    app = create_app(load_settings({"QRS_MAX_PARAMS_BYTES": "1000"}))
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
-            scope["state"] = dict(state)
-            await app(scope, receive, send)
-
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state), base_url="http://t") as http:
-            body = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": ["' + b"x" * 2000 + b'"]}}'
-            response = await http.post("/api/v1/jobs", content=body, headers={"Authorization": "apikey k"})
-            assert response.status_code == 413
+    async with in_process_api({"QRS_MAX_PARAMS_BYTES": "1000"}, api_key=None) as http:
+        body = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": ["' + b"x" * 2000 + b'"]}}'
+        response = await http.post("/api/v1/jobs", content=body, headers={"Authorization": "apikey k"})
+        assert response.status_code == 413
 
 
 async def test_submit_queues_and_stores_params_verbatim(client: httpx.AsyncClient) -> None:

@@ -2,29 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
-
-from api.app import create_app
-from shared.settings import load_settings
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(load_settings({}))
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
-            scope["state"] = dict(state)
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=with_state)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            token = (await http.post("/identity/token", data={"apikey": "k"})).json()["access_token"]
-            http.headers["Authorization"] = f"Bearer {token}"
-            yield http
 
 
 def error_code(response: httpx.Response) -> str:

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from arq.constants import in_progress_key_prefix
 
-from api.app import create_app
 from shared import keys
 from shared.logs import ContextFilter, JsonFormatter, job_id_var
 from shared.models import JobRecord, JobStatus
 from shared.queue import connect
 from shared.settings import load_settings
 from shared.store import JobStore
+from tests.unit.conftest import in_process_api
 from worker.heartbeat import Heartbeat
 from worker.leases import LeaseKeeper
 
@@ -36,15 +36,8 @@ async def pool():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def http(pool) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
-    app = create_app(load_settings({}), pool)
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
-            scope["state"] = dict(state)
-            await app(scope, receive, send)
-
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=with_state), base_url="http://test") as client:
-            yield client
+    async with in_process_api(pool=pool, api_key=None) as client:
+        yield client
 
 
 async def test_not_ready_without_a_live_worker(http: httpx.AsyncClient) -> None:
