@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Worker side.
     worker_id: str = ""
     device: str = "CPU"
+    # Comma-separated backends whose noise models a worker builds at start-up, e.g.
+    # "fake_sherbrooke,fake_manila": the first job on them then skips that (~2 s on 127 qubits).
+    preload_backends: str = ""
     # Fallback queue poll; workers are woken by a pub/sub doorbell when a job is queued.
     poll_delay: float = 0.05
     job_lease: float = 15.0
@@ -71,6 +74,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def preload(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.preload_backends.split(",") if name.strip())
 
     @property
     def effective_worker_id(self) -> str:

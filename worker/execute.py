@@ -8,13 +8,15 @@ picklable values.
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Sequence
 
 import qiskit
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 
 from worker.errors import ProgramError
-from worker.executors.aer import executor_for
+from worker.executors.aer import backend_noise_model, executor_for
 from worker.jobspec import ExecutionRequest, Outcome
 from worker.programs.executor import run_executor
 from worker.programs.primitives import PROGRAMS as PRIMITIVES
@@ -60,6 +62,16 @@ def execute(request: ExecutionRequest) -> Outcome:
     return Outcome(text, output.warnings, output.num_pubs, elapsed, qiskit.__version__)
 
 
-def warm_up() -> None:
-    """Import-time work done once per child so that the first job does not pay for it."""
-    executor_for("CPU")
+def warm_up(device: str = "CPU", backends: Sequence[str] = ()) -> None:
+    """Work done once per simulation process before its first job.
+
+    Builds the executor for ``device`` and the noise models of ``backends``
+    (``QRS_PRELOAD_BACKENDS``), so that the first job on those backends does not pay for them
+    (about 2 s for a 127-qubit device). Unknown names are logged and skipped.
+    """
+    executor_for(device)
+    for name in backends:
+        try:
+            backend_noise_model(name)
+        except ProgramError as exc:
+            logging.getLogger("qrs.worker").warning("not preloading %s: %s", name, exc)

@@ -49,17 +49,19 @@ def _serve(conn: Connection) -> None:
             return
 
 
-def _warm(conn: Connection) -> None:
+def _warm(conn: Connection, device: str, preload: tuple[str, ...]) -> None:
     from worker import execute as child
 
-    child.warm_up()
+    child.warm_up(device, preload)
     _serve(conn)
 
 
 class ProgramRunner:
     """Runs :class:`worker.execute.ExecutionRequest` s one at a time in a child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "CPU", preload: tuple[str, ...] = ()) -> None:
+        self._device = device
+        self._preload = preload
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload([_CHILD_MODULE])
         self._process: BaseProcess | None = None
@@ -73,7 +75,9 @@ class ProgramRunner:
             return
         self._reap()
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_warm, args=(child,), daemon=True, name="qrs-runner")
+        process = self._ctx.Process(
+            target=_warm, args=(child, self._device, self._preload), daemon=True, name="qrs-runner"
+        )
         process.start()
         child.close()
         self._process, self._conn = process, parent
