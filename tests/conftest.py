@@ -7,6 +7,7 @@ where they fail: CI must prove the split deployment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -125,18 +126,24 @@ class Deployment:
         }
 
 
-@pytest.fixture(scope="session")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """The all-in-one server (API + worker, fakeredis), as ``qiskit-runtime-server`` starts it."""
+@contextlib.contextmanager
+def embedded_server(folder: Path, **env: str) -> Iterator[Deployment]:
+    """``qiskit-runtime-server`` (API + worker, fakeredis) on a free port, with extra ``env``."""
     port = free_port()
-    log = tmp_path_factory.mktemp("embedded") / "server.log"
-    proc = ServerProcess([], server_env(port), log).start()
+    proc = ServerProcess([], server_env(port, **env), folder / "server.log").start()
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, proc)
         yield Deployment(base, {"server": proc})
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The all-in-one server (API + worker, fakeredis), as ``qiskit-runtime-server`` starts it."""
+    with embedded_server(tmp_path_factory.mktemp("embedded")) as deployment:
+        yield deployment
 
 
 @pytest.fixture(scope="session")

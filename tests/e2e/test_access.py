@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import Deployment, ServerProcess, free_port, server_env, wait_ready
+from tests.conftest import Deployment, embedded_server
 from tests.e2e.helpers import bell
 
 pytestmark = pytest.mark.e2e
@@ -67,15 +67,10 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     folder = tmp_path_factory.mktemp("guarded")
     access = folder / "access.json"
     access.write_text(json.dumps({"keys": {"bob": [CRN_B]}, "usage_limits": {CRN_B: 1e-9}}))
-    port = free_port()
-    env = server_env(port, QRS_API_KEYS=f"alice={CRN_A}", QRS_ACCESS_FILE=str(access), QRS_INSTANCE=CRN_A)
-    proc = ServerProcess([], env, folder / "server.log").start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc)
-        yield Deployment(base, {"server": proc})
-    finally:
-        proc.stop()
+    with embedded_server(
+        folder, QRS_API_KEYS=f"alice={CRN_A}", QRS_ACCESS_FILE=str(access), QRS_INSTANCE=CRN_A
+    ) as deployment:
+        yield deployment
 
 
 def test_unknown_keys_and_foreign_instances_are_refused(guarded: Deployment) -> None:
