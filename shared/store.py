@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from shared import job_index, keys, stats
 from shared.models import JobRecord, JobStatus
+
+_T = TypeVar("_T")
 
 _encode = msgspec.json.Encoder().encode
 _decode_record = msgspec.json.Decoder(JobRecord).decode
@@ -88,6 +92,35 @@ class JobStore:
         set and ``result`` (if given) is stored in the same transaction. ``log`` lines are
         appended to the job's log in that transaction too (one round trip, not one per line).
         """
+
+        def write(pipe: Pipeline, old: JobRecord) -> JobRecord | None:
+            new = change(old)
+            if new is None:
+                return None
+            pipe.set(keys.job(job_id), _encode(new))
+            job_index.update_commands(pipe, old, new)
+            if log:
+                pipe.rpush(keys.job_logs(job_id), *log)
+                pipe.ltrim(keys.job_logs(job_id), -MAX_LOG_LINES, -1)
+            if new.status.final:
+                pipe.srem(keys.pending(new.backend), job_id)
+                stats.record_final(pipe, new)
+                if result is not None:
+                    pipe.set(keys.job_result(job_id), result)
+                pipe.publish(keys.FINISHED_CHANNEL, job_id)
+                if new.quantum_seconds:
+                    period = usage_period(new.finished or time.time())
+                    pipe.incrbyfloat(keys.usage(new.instance, period), new.quantum_seconds)
+            return new
+
+        return await self._transact(job_id, write)
+
+    async def _transact(self, job_id: str, write: Callable[[Pipeline, JobRecord], _T | None]) -> _T | None:
+        """Run ``write`` on the job's current record inside WATCH/MULTI/EXEC, retrying on conflict.
+
+        ``write`` queues its commands (the pipeline is already in MULTI) and returns what to hand
+        back, or ``None`` to write nothing. ``None`` also when the job does not exist.
+        """
         key = keys.job(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -96,27 +129,13 @@ class JobStore:
                     raw = await pipe.get(key)
                     if raw is None:
                         return None
-                    old = _decode_record(raw)
-                    new = change(old)
-                    if new is None:
-                        return None
+                    record = _decode_record(raw)
                     pipe.multi()
-                    pipe.set(key, _encode(new))
-                    job_index.update_commands(pipe, old, new)
-                    if log:
-                        pipe.rpush(keys.job_logs(job_id), *log)
-                        pipe.ltrim(keys.job_logs(job_id), -MAX_LOG_LINES, -1)
-                    if new.status.final:
-                        pipe.srem(keys.pending(new.backend), job_id)
-                        stats.record_final(pipe, new)
-                        if result is not None:
-                            pipe.set(keys.job_result(job_id), result)
-                        pipe.publish(keys.FINISHED_CHANNEL, job_id)
-                        if new.quantum_seconds:
-                            period = usage_period(new.finished or time.time())
-                            pipe.incrbyfloat(keys.usage(new.instance, period), new.quantum_seconds)
+                    outcome = write(pipe, record)
+                    if outcome is None:
+                        return None  # leaving the block resets the pipeline: nothing is sent
                     await pipe.execute()
-                    return new
+                    return outcome
                 except WatchError:
                     continue
 
@@ -200,20 +219,11 @@ class JobStore:
 
     async def delete(self, job_id: str) -> bool:
         """Remove the job's record, params, result, logs and index entries; ``False`` if it was gone."""
-        key = keys.job(job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        return False
-                    record = _decode_record(raw)
-                    pipe.multi()
-                    pipe.delete(key, keys.job_params(job_id), keys.job_result(job_id), keys.job_logs(job_id))
-                    pipe.srem(keys.pending(record.backend), job_id)
-                    job_index.remove_commands(pipe, record)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+
+        def write(pipe: Pipeline, record: JobRecord) -> bool:
+            pipe.delete(keys.job(job_id), keys.job_params(job_id), keys.job_result(job_id), keys.job_logs(job_id))
+            pipe.srem(keys.pending(record.backend), job_id)
+            job_index.remove_commands(pipe, record)
+            return True
+
+        return bool(await self._transact(job_id, write))
