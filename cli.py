@@ -16,6 +16,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 
+from shared.aio import cancel_and_wait
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
@@ -76,9 +77,7 @@ def _serve(settings: Settings, embedded: bool) -> None:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             await worker.close()
 
     async def main() -> None:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from shared.aio import cancel_and_wait
+
 logger = logging.getLogger("qrs")
 
 
@@ -33,10 +35,7 @@ class ChannelListener:
             await asyncio.wait_for(self._subscribed.wait(), timeout=5)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _listen(self) -> None:
         while True:

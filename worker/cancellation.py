@@ -11,13 +11,13 @@ extra connection per job, survives a missed message, and works the same on faker
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from shared.aio import cancel_and_wait
 from shared.store import JobStore
 from worker.runner import ProgramRunner
 
@@ -55,6 +55,4 @@ async def run_unless_cancelled(runner: ProgramRunner, request: Any, store: JobSt
     try:
         return await runner.run(request)
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await cancel_and_wait(watcher)

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import workers
+from shared.aio import cancel_and_wait
 from shared.settings import Settings
 from worker.leases import LeaseKeeper
 
@@ -61,10 +62,7 @@ class Heartbeat:
 
     async def stop(self) -> None:
         """Stop beating and leave the registry (clean shutdown)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(RedisError):
             await workers.remove(self.redis, self.info.id)
 

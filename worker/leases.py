@@ -12,12 +12,13 @@ it as a new try; ``worker/tasks.py`` fails it after ``QRS_MAX_ATTEMPTS``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from shared.aio import cancel_and_wait
 
 logger = logging.getLogger("qrs.worker")
 
@@ -48,10 +49,7 @@ class LeaseKeeper:
     async def release(self, job_id: str) -> None:
         """Stop renewing; arq deletes the key itself when the job ends (``on_job_end``)."""
         task = self._renewers.pop(job_id, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def close(self) -> None:
         for job_id in self.current_jobs:

@@ -13,7 +13,6 @@ still bounds them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -22,6 +21,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_pre
 from redis.exceptions import RedisError
 
 from shared import keys
+from shared.aio import cancel_and_wait
 from shared.queue import enqueue_run
 from shared.store import JobStore
 
@@ -64,10 +64,7 @@ class OrphanSweeper:
         self._task = asyncio.create_task(self._loop(), name="orphan-sweep")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         while True:
