@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Comma-separated backends whose noise models a worker builds at start-up, e.g.
     # "fake_sherbrooke,fake_manila": the first job on them then skips that (~2 s on 127 qubits).
     preload_backends: str = ""
+    # MiB one job's simulation may use (Aer's max_memory_mb, the pre-run estimate and the
+    # simulation process's data-size limit); 0 means half of the machine's memory.
+    job_memory_limit: int = 0
     # Fallback queue poll; workers are woken by a pub/sub doorbell when a job is queued.
     poll_delay: float = 0.05
     job_lease: float = 15.0

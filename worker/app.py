@@ -81,7 +81,7 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
     (``worker/recovery.py``). On SIGTERM it stops taking jobs, lets the running one finish for
     up to ``settings.shutdown_grace`` seconds, then hands it back to the queue and exits.
     """
-    runner = ProgramRunner(settings.device, settings.preload)
+    runner = ProgramRunner(settings.device, settings.preload, settings.job_memory_limit)
     worker_id = settings.effective_worker_id
     leases = LeaseKeeper(pool, settings.job_lease, worker_id)
     heartbeat = Heartbeat(pool, settings, worker_id, leases)

@@ -16,7 +16,7 @@ import qiskit
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 
 from worker.errors import ProgramError
-from worker.executors.aer import backend_noise_model, executor_for
+from worker.executors.aer import backend_noise_model, default_memory_limit_mb, executor_for
 from worker.jobspec import ExecutionRequest, Outcome
 from worker.programs.executor import run_executor
 from worker.programs.primitives import PROGRAMS as PRIMITIVES
@@ -43,6 +43,30 @@ def decode_params(raw: bytes, *, plain: bool = False) -> dict:
     return params
 
 
+_memory_limit_mb: int | None = None
+
+
+def limit_memory(memory_limit_mb: int) -> None:
+    """Cap this simulation process: ``memory_limit_mb`` MiB for a job (0: half the machine).
+
+    The cap is given to every simulation (Aer's ``max_memory_mb`` and the pre-run estimate),
+    and the process's data segment is limited to it plus what the process holds now (qiskit,
+    caches), so an allocation past it raises ``MemoryError`` (or Aer's own error) and fails the
+    job instead of pushing the host into the OOM killer.
+    """
+    global _memory_limit_mb
+    _memory_limit_mb = memory_limit_mb or default_memory_limit_mb()
+    try:
+        import resource
+
+        with open("/proc/self/statm") as statm:
+            resident = int(statm.read().split()[1]) * resource.getpagesize()
+        cap = resident + (_memory_limit_mb + 512) * 2**20
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+    except (ImportError, OSError, ValueError):  # not Linux: the Aer limit and estimate still apply
+        logging.getLogger("qrs.worker").warning("could not set a memory limit on the simulation process")
+
+
 def execute(request: ExecutionRequest) -> Outcome:
     """Run one job's program.
 
@@ -53,7 +77,7 @@ def execute(request: ExecutionRequest) -> Outcome:
     if program is None:
         raise ProgramError(f"Program {request.program_id} is not supported by this worker.")
     params = decode_params(request.params, plain=request.program_id in _PLAIN_JSON_PROGRAMS)
-    executor = executor_for(request.device)
+    executor = executor_for(request.device, _memory_limit_mb)
     start = time.perf_counter()
     output = program(params, request.backend, executor, request.defaults)
     elapsed = time.perf_counter() - start
@@ -69,7 +93,7 @@ def warm_up(device: str = "CPU", backends: Sequence[str] = ()) -> None:
     (``QRS_PRELOAD_BACKENDS``), so that the first job on those backends does not pay for them
     (about 2 s for a 127-qubit device). Unknown names are logged and skipped.
     """
-    executor_for(device)
+    executor_for(device, _memory_limit_mb)
     for name in backends:
         try:
             backend_noise_model(name)

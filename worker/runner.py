@@ -41,6 +41,8 @@ def _serve(conn: Connection) -> None:
             reply: tuple[str, Any] = ("ok", child.execute(request))
         except ProgramError as exc:
             reply = ("error", str(exc))
+        except MemoryError:
+            reply = ("error", "The job ran out of memory: it needs more than one job may use (QRS_JOB_MEMORY_LIMIT).")
         except Exception as exc:  # a program bug must fail the job, not kill the child
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
@@ -49,9 +51,10 @@ def _serve(conn: Connection) -> None:
             return
 
 
-def _warm(conn: Connection, device: str, preload: tuple[str, ...]) -> None:
+def _warm(conn: Connection, device: str, preload: tuple[str, ...], memory_limit_mb: int) -> None:
     from worker import execute as child
 
+    child.limit_memory(memory_limit_mb)
     child.warm_up(device, preload)
     _serve(conn)
 
@@ -59,9 +62,10 @@ def _warm(conn: Connection, device: str, preload: tuple[str, ...]) -> None:
 class ProgramRunner:
     """Runs :class:`worker.execute.ExecutionRequest` s one at a time in a child process."""
 
-    def __init__(self, device: str = "CPU", preload: tuple[str, ...] = ()) -> None:
+    def __init__(self, device: str = "CPU", preload: tuple[str, ...] = (), memory_limit_mb: int = 0) -> None:
         self._device = device
         self._preload = preload
+        self._memory_limit_mb = memory_limit_mb
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload([_CHILD_MODULE])
         self._process: BaseProcess | None = None
@@ -76,7 +80,10 @@ class ProgramRunner:
         self._reap()
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
-            target=_warm, args=(child, self._device, self._preload), daemon=True, name="qrs-runner"
+            target=_warm,
+            args=(child, self._device, self._preload, self._memory_limit_mb),
+            daemon=True,
+            name="qrs-runner",
         )
         process.start()
         child.close()

@@ -1,42 +1,49 @@
 """qiskit-aer executor: noisy simulation of a fake backend, on CPU or GPU.
 
 The backend's noise model (``NoiseModel.from_backend`` on the client's fake backend, as local
-testing mode builds it) is built once per backend. Each job is compacted to the qubits its
-PUBs use (``compaction.py``) and runs on a simulator holding the noise model cut down to those
-qubits; both are cached per (backend, qubit set), so a repeated layout costs nothing to set up.
-Sampling and estimation use Qiskit's ``BackendSamplerV2``/``BackendEstimatorV2`` over that
-``AerSimulator``, the primitives local testing mode uses, so results match it statistically.
+testing mode builds it) is built once per backend. A circuit is split into groups of qubits
+that never interact (``partition.py``); lone qubits are sampled exactly (``single_qubit.py``)
+and each other group runs on Aer's ``SamplerV2``, compacted to its qubits with the noise model
+cut down to them (``compaction.py``), all parameter bindings in one call. Results have the law
+of local testing mode (``BackendSamplerV2``/``BackendEstimatorV2`` on the fake backend), which
+the unit tests check statistically.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import os
+import re
 from collections import OrderedDict
-from collections.abc import Sequence
-from functools import cache
+from collections.abc import Mapping, Sequence
+from functools import cache, partial
 
-from qiskit.circuit import QuantumCircuit
-from qiskit.primitives import BackendEstimatorV2, BackendSamplerV2, PrimitiveResult
+import numpy as np
+from qiskit.circuit import Parameter, QuantumCircuit
+from qiskit.primitives import PrimitiveResult, SamplerPubResult
+from qiskit.primitives.containers import BitArray, DataBin
+from qiskit.primitives.containers.bindings_array import BindingsArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
-from qiskit.primitives.containers.observables_array import ObservablesArray
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit.quantum_info import Kraus
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, QuantumError
+from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
 from worker.errors import ProgramError
 from worker.executors.compaction import (
     ErrorTransform,
     Instruction,
-    active_qubits,
     compact_circuit,
-    compact_pauli,
-    pauli_support,
     reduce_noise_model,
     used_instructions,
 )
+from worker.executors.estimation import estimate_pub, pauli_terms
+from worker.executors.factorized import sample_bits
+from worker.executors.partition import Component, noise_is_local
+from worker.executors.single_qubit import NoiseChannels
 
 # Distinct (backend, qubits, instructions) simulators kept per process.
 SIMULATOR_CACHE_SIZE = 128
@@ -70,30 +77,42 @@ def backend_noise_model(name: str) -> NoiseModel:
 
 
 class AerExecutor:
-    """Runs PUBs on ``AerSimulator(device=device)`` with the backend's (or a given) noise model.
+    """Runs PUBs for a backend with its (or a given) noise model, on CPU or GPU.
 
-    Each job is compacted to its active qubits and runs against a noise model holding only the
-    errors of the instructions it applies (plus readout errors of its qubits), on a simulator
-    cached per (backend, qubits, instructions). Up to ``KRAUS_MAX_QUBITS`` qubits, where Aer
-    simulates noisy circuits as density matrices, each gate error is replaced by its Kraus
-    form: the same channel, but one operation instead of a mixture of up to ~150 circuits.
+    Each circuit is split into independent qubit groups (``partition.py``) when the noise model
+    is local; a lone qubit's outcomes are computed exactly (``single_qubit.py``), every other
+    group runs on Aer compacted to its qubits, against a noise model holding only the errors of
+    the instructions it applies (``compaction.py``), with all parameter bindings of the PUB in
+    one Aer call. Simulators for the backend's own noise are cached per (backend, qubits,
+    instructions). Up to ``KRAUS_MAX_QUBITS`` qubits each gate error is given in Kraus form.
 
     Args:
         device: ``"CPU"`` or ``"GPU"`` (qiskit-aer-gpu; one GPU per worker process).
-        compact: simulate only the qubits the PUBs use (results are identical in law).
+        compact: simulate only the qubits a group uses (results are identical in law).
+        factorize: split circuits into independent groups when the noise model allows it.
+        memory_limit_mb: the most memory one simulation may take (Aer's ``max_memory_mb``); a
+            group whose state cannot fit runs with a method that scales, or fails the job.
     """
 
-    def __init__(self, device: str = "CPU", compact: bool = True) -> None:
+    def __init__(
+        self, device: str = "CPU", compact: bool = True, factorize: bool = True, memory_limit_mb: int | None = None
+    ) -> None:
         self.device = device.upper()
         self.compact = compact
+        self.factorize = factorize
+        self.memory_limit_mb = memory_limit_mb
         self._simulators: OrderedDict[tuple[object, ...], tuple[AerSimulator, bool]] = OrderedDict()
         self._kraus_errors: dict[tuple[str, str, tuple[int, ...]], QuantumError] = {}
+        self._channels: dict[str, NoiseChannels] = {}
 
     def num_qubits(self, backend_name: str) -> int:
         return fake_backend(backend_name).num_qubits
 
     def _new_simulator(self, noise_model: NoiseModel) -> AerSimulator:
-        return AerSimulator(noise_model=noise_model, device=self.device)
+        options: dict[str, object] = {"noise_model": noise_model, "device": self.device}
+        if self.memory_limit_mb:
+            options["max_memory_mb"] = self.memory_limit_mb
+        return AerSimulator(**options)
 
     def _kraus_transform(self, backend_name: str | None) -> ErrorTransform:
         def transform(name: str, qubits: tuple[int, ...], error: QuantumError) -> QuantumError:
@@ -112,40 +131,120 @@ class AerExecutor:
         transform = self._kraus_transform(backend_name) if len(keep) <= KRAUS_MAX_QUBITS else None
         return reduce_noise_model(model, keep, used, transform)
 
+    def noise_channels(self, backend_name: str, noise_model: NoiseModel | None) -> NoiseChannels:
+        """Single-qubit noise of the backend (cached) or of an explicit model (this job only)."""
+        if noise_model is not None:
+            return NoiseChannels(noise_model)
+        if backend_name not in self._channels:
+            self._channels[backend_name] = NoiseChannels(backend_noise_model(backend_name))
+        return self._channels[backend_name]
+
     def simulator(
-        self, backend_name: str, noise_model: NoiseModel | None, circuits: Sequence[QuantumCircuit], active: set[int]
-    ) -> tuple[AerSimulator, list[int] | None]:
-        """The simulator for a job, and the qubits its circuits must be compacted to (or ``None``).
+        self, backend_name: str, noise_model: NoiseModel | None, keep: Sequence[int], used: frozenset[Instruction]
+    ) -> tuple[AerSimulator, bool]:
+        """The simulator for a group on physical qubits ``keep`` applying ``used``, and whether it
+        expects the group compacted to ``len(keep)`` qubits (``False``: the full circuit).
 
         The backend's own noise model gives cached simulators; an explicit model (an option of
         this one job) gives a fresh one.
         """
-        keep = self._keep({c.num_qubits for c in circuits}, active)
-        used = used_instructions(circuits) if keep is not None else frozenset()
         if noise_model is not None:
-            reduced = self._reduce(noise_model, None, keep, used) if keep is not None else None
-            if reduced is None:
-                return self._new_simulator(noise_model), None
-            return self._new_simulator(reduced), keep
-        key = (backend_name, tuple(keep or ()), used)
+            reduced = self._reduce(noise_model, None, keep, used) if self.compact else None
+            return (
+                (self._new_simulator(noise_model), False) if reduced is None else (self._new_simulator(reduced), True)
+            )
+        key = (backend_name, tuple(keep), used, self.compact)
         cached = self._simulators.get(key)
         if cached is None:
             model = backend_noise_model(backend_name)
-            reduced = self._reduce(model, backend_name, keep, used) if keep is not None else None
+            reduced = self._reduce(model, backend_name, keep, used) if self.compact else None
             cached = (self._new_simulator(reduced if reduced is not None else model), reduced is not None)
             self._simulators[key] = cached
             if len(self._simulators) > SIMULATOR_CACHE_SIZE:
                 self._simulators.popitem(last=False)
         else:
             self._simulators.move_to_end(key)
-        sim, compacted = cached
-        return sim, keep if compacted else None
+        return cached
 
-    def _keep(self, widths: set[int], active: set[int]) -> list[int] | None:
-        if not self.compact or not widths:
-            return None
-        keep = sorted(active)
-        return keep if len(keep) < max(widths) else None
+    def run_group(
+        self,
+        backend_name: str,
+        noise_model: NoiseModel | None,
+        circuit: QuantumCircuit,
+        group: Component,
+        values: np.ndarray,
+        columns: Mapping[Parameter, int],
+        shots: int,
+        seed: int,
+    ) -> np.ndarray:
+        """Bits ``(bindings, shots, len(group.clbits))`` of one group, from one Aer call.
+
+        A group without parameters runs once with ``bindings * shots`` shots (every binding has
+        the same law); otherwise all bindings go to Aer as parameter binds.
+
+        Raises:
+            ProgramError: Aer cannot run the group (for example, it does not fit in memory).
+        """
+        keep = list(group.qubits)
+        sub = compact_circuit(circuit, keep, others="drop")
+        used = frozenset((name, tuple(keep[i] for i in qubits)) for name, qubits in used_instructions([sub]))
+        sim, compacted = self.simulator(backend_name, noise_model, keep, used)
+        if not compacted:
+            sub = circuit
+        method = _configure(sim, sub, self.memory_limit_mb)
+        limit = (self.memory_limit_mb or default_memory_limit_mb()) * 2**20
+        needed = estimate_memory(sub, method)
+        if needed > limit:
+            raise ProgramError(
+                f"The simulation of qubits {keep} ({len(keep)} interacting qubits) would need about "
+                f"{needed / 2**30:.3g} GiB with method {method}, more than the {limit / 2**30:.3g} GiB one "
+                "job may use (QRS_JOB_MEMORY_LIMIT)."
+            )
+        bindings = values.shape[0]
+        sampler = AerSamplerV2.from_backend(sim, seed=seed)
+        if sub.num_parameters:
+            parameters = tuple(sub.parameters)
+            bound = BindingsArray({parameters: values[:, [columns[p] for p in parameters]]})
+            pub = SamplerPub(sub, bound, shots, validate=False)
+        else:
+            pub = SamplerPub(sub, BindingsArray(), shots * bindings, validate=False)
+        try:
+            data = sampler.run([pub]).result()[0].data
+        except Exception as exc:  # Aer reports memory and method failures as exceptions
+            raise ProgramError(
+                f"The simulation of qubits {keep} ({len(keep)} qubits, method {method}) failed: {_plain(str(exc))}"
+            ) from None
+        bits = np.zeros((bindings, shots, circuit.num_clbits), dtype=bool)
+        for register in sub.cregs:
+            indices = [circuit.find_bit(bit).index for bit in register]
+            bits[:, :, indices] = data[register.name].to_bool_array(order="little").reshape(bindings, shots, -1)
+        return bits[:, :, list(group.clbits)]
+
+    def sample_bits(
+        self,
+        backend_name: str,
+        circuit: QuantumCircuit,
+        parameter_values: BindingsArray,
+        shots: int,
+        noise_model: NoiseModel | None,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Measured bits ``(bindings, shots, circuit.num_clbits)``, bindings flattened in C order."""
+        parameters = circuit.parameters
+        if parameters:
+            values = parameter_values.as_array(parameters).reshape(-1, len(parameters))
+        else:
+            values = np.zeros((parameter_values.size, 0))
+        model = noise_model if noise_model is not None else backend_noise_model(backend_name)
+        return sample_bits(
+            circuit,
+            values,
+            shots,
+            self.noise_channels(backend_name, noise_model),
+            partial(self.run_group, backend_name, noise_model),
+            rng,
+            factorize=self.factorize and noise_is_local(model),
+        )
 
     def sample(
         self,
@@ -156,17 +255,27 @@ class AerExecutor:
         seed: int | None,
         noise_model: NoiseModel | None,
     ) -> PrimitiveResult:
-        circuits = [pub.circuit for pub in pubs]
-        active = set().union(*(active_qubits(c) for c in circuits))
-        sim, keep = self.simulator(backend_name, noise_model, circuits, active)
-        if keep is not None:
-            pubs = [
-                SamplerPub(compact_circuit(pub.circuit, keep), pub.parameter_values, pub.shots, validate=False)
-                for pub in pubs
-            ]
-        _configure(sim, [pub.circuit for pub in pubs])
-        sampler = BackendSamplerV2(backend=sim, options={"default_shots": shots, "seed_simulator": seed})
-        return sampler.run(pubs).result()
+        """``PrimitiveResult`` of ``SamplerPubResult`` s: one ``BitArray`` per classical register,
+        shaped like the PUB's bindings, as ``BackendSamplerV2`` returns them."""
+        rng = np.random.default_rng(seed)
+        results = []
+        for pub in pubs:
+            circuit = pub.circuit
+            pub_shots = pub.shots if pub.shots is not None else shots
+            shape = pub.parameter_values.shape
+            bits = self.sample_bits(backend_name, circuit, pub.parameter_values, pub_shots, noise_model, rng)
+            data = {}
+            for register in circuit.cregs:
+                indices = [circuit.find_bit(bit).index for bit in register]
+                registered = bits[:, :, indices].reshape(*shape, pub_shots, len(indices))
+                data[register.name] = BitArray.from_bool_array(registered, order="little")
+            results.append(
+                SamplerPubResult(
+                    DataBin(**data, shape=shape),
+                    metadata={"shots": pub_shots, "circuit_metadata": circuit.metadata},
+                )
+            )
+        return PrimitiveResult(results, metadata={"version": 2})
 
     def estimate(
         self,
@@ -177,17 +286,24 @@ class AerExecutor:
         seed: int | None,
         noise_model: NoiseModel | None,
     ) -> PrimitiveResult:
-        circuits = [pub.circuit for pub in pubs]
-        active: set[int] = set()
+        """``PrimitiveResult`` of ``PubResult`` s with ``evs``/``stds`` (``estimation.py``)."""
+        rng = np.random.default_rng(seed)
+        basis_gates = tuple(fake_backend(backend_name).operation_names)
+        results = []
         for pub in pubs:
-            active |= active_qubits(pub.circuit)
-            active |= pauli_support(label for obs in _observable_dicts(pub.observables) for label in obs)
-        sim, keep = self.simulator(backend_name, noise_model, circuits, active)
-        if keep is not None:
-            pubs = [_compact_estimator_pub(pub, keep) for pub in pubs]
-        _configure(sim, [pub.circuit for pub in pubs])
-        estimator = BackendEstimatorV2(backend=sim, options={"default_precision": precision, "seed_simulator": seed})
-        return estimator.run(pubs).result()
+            terms = pauli_terms(pub)
+            if terms is None:
+                raise ProgramError("Observables must be sums of Pauli strings (I, X, Y, Z) on this server.")
+            first_new = pub.circuit.num_clbits
+
+            def sample(
+                circuit: QuantumCircuit, shots: int, pub: EstimatorPub = pub, first: int = first_new
+            ) -> np.ndarray:
+                bits = self.sample_bits(backend_name, circuit, pub.parameter_values, shots, noise_model, rng)
+                return bits[:, :, first:]
+
+            results.append(estimate_pub(pub, terms, basis_gates, sample))
+        return PrimitiveResult(results, metadata={"version": 2})
 
 
 # Gates that map Pauli operators to Pauli operators (rz only at multiples of pi/2).
@@ -214,33 +330,74 @@ def _quarter_turn(angle: float) -> bool:
     return abs(turns - round(turns)) < 1e-9
 
 
-def choose_method(sim: AerSimulator, circuits: Sequence[QuantumCircuit], *, noisy: bool) -> str:
+def max_statevector_qubits(memory_limit_mb: int | None) -> int:
+    """The widest statevector (complex doubles, 16 bytes per amplitude) that fits the limit;
+    without a limit, what Aer itself reports for this machine."""
+    if not memory_limit_mb:
+        return int(AerSimulator().configuration().n_qubits)
+    return max(1, int(math.log2(memory_limit_mb * 2**20 / 16)))
+
+
+def choose_method(circuit: QuantumCircuit, *, noisy: bool, memory_limit_mb: int | None) -> str:
     """Aer's own choice while a statevector fits in memory; beyond that, a method that scales.
 
-    Wide ideal Clifford circuits go to the stabilizer method (polynomial in qubits); anything
-    else wider than a statevector can hold goes to matrix product states, which handles noise
-    and low-entanglement circuits of hundreds of qubits.
+    Aer's automatic choice is the one bare Aer makes for the same circuit (density matrix for
+    noisy runs with more shots than amplitudes, statevector otherwise, stabilizer for Clifford
+    circuits and noise). Wider than a statevector can hold: ideal Clifford circuits go to the
+    stabilizer method (polynomial in qubits), anything else to matrix product states, which
+    handle noise and low-entanglement circuits of hundreds of qubits.
     """
-    width = max((c.num_qubits for c in circuits), default=0)
-    if width <= sim.configuration().n_qubits:
+    if circuit.num_qubits <= max_statevector_qubits(memory_limit_mb):
         return "automatic"
-    if not noisy and all(is_clifford(c) for c in circuits):
+    if not noisy and is_clifford(circuit):
         return "stabilizer"
     return "matrix_product_state"
 
 
-def _configure(sim: AerSimulator, circuits: Sequence[QuantumCircuit]) -> None:
-    """Method and threads for this run of a (shared, cached) simulator.
+def estimate_memory(circuit: QuantumCircuit, method: str) -> float:
+    """Bytes a run of ``circuit`` needs with ``method``, before running it.
+
+    Statevector: 16 bytes per amplitude (Aer's automatic choice takes a density matrix only when
+    it fits its memory limit, so a statevector is what it needs at least). Matrix product state:
+    an upper bound from the Schmidt rank across each cut of the qubit line, which is at most
+    ``2**min(left, right)`` and grows at most 4-fold per two-qubit gate straddling the cut.
+    Stabilizer: negligible.
+    """
+    n = circuit.num_qubits
+    if method == "stabilizer":
+        return float(n * n)
+    if method != "matrix_product_state":
+        return 16.0 * 2.0**n
+    straddling = np.zeros(max(n - 1, 0))
+    for instruction in circuit.data:
+        if len(instruction.qubits) == 2 and instruction.operation.name != "barrier":
+            a, b = sorted(circuit.find_bit(q).index for q in instruction.qubits)
+            straddling[a:b] += 1
+    cuts = np.arange(1, n)
+    log_rank = np.minimum(2.0 * straddling, np.minimum(cuts, n - cuts))
+    bond = np.concatenate([[0.0], log_rank, [0.0]])
+    return float(np.sum(32.0 * 2.0 ** (bond[:-1] + bond[1:])))
+
+
+def default_memory_limit_mb() -> int:
+    """Half of this machine's physical memory, in MiB: the default share of one job."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2**30
+    return max(256, total // 2 // 2**20)
+
+
+def _configure(sim: AerSimulator, circuit: QuantumCircuit, memory_limit_mb: int | None) -> str:
+    """Set the method and threads for this run of a (shared, cached) simulator; return the method.
 
     Up to ``KRAUS_MAX_QUBITS`` qubits a run is one small density-matrix or statevector pass:
     OpenMP threads only add start-up and spinning (measured: half the CPU time of a noisy Bell
     job), so such runs use one thread and leave the other cores to other workers.
     """
-    width = max((c.num_qubits for c in circuits), default=0)
-    sim.set_options(
-        method=choose_method(sim, circuits, noisy=_noisy(sim)),
-        max_parallel_threads=1 if width <= KRAUS_MAX_QUBITS else 0,
-    )
+    method = choose_method(circuit, noisy=_noisy(sim), memory_limit_mb=memory_limit_mb)
+    sim.set_options(method=method, max_parallel_threads=1 if circuit.num_qubits <= KRAUS_MAX_QUBITS else 0)
+    return method
 
 
 def _noisy(sim: AerSimulator) -> bool:
@@ -248,26 +405,15 @@ def _noisy(sim: AerSimulator) -> bool:
     return model is not None and not model.is_ideal()
 
 
-def _observable_dicts(observables: ObservablesArray) -> list[dict[str, float]]:
-    flat = observables.ravel().tolist()
-    return flat if isinstance(flat, list) else [flat]
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _map_observables(nested: object, keep: Sequence[int]) -> object:
-    if isinstance(nested, dict):
-        return {compact_pauli(label, keep): coeff for label, coeff in nested.items()}
-    assert isinstance(nested, list)
-    return [_map_observables(item, keep) for item in nested]
-
-
-def _compact_estimator_pub(pub: EstimatorPub, keep: Sequence[int]) -> EstimatorPub:
-    observables = ObservablesArray(_map_observables(pub.observables.tolist(), keep))
-    return EstimatorPub(
-        compact_circuit(pub.circuit, keep), observables, pub.parameter_values, pub.precision, validate=False
-    )
+def _plain(message: str) -> str:
+    """An Aer error message without terminal colour codes, on one line."""
+    return " ".join(_ANSI.sub("", message).split())
 
 
 @cache
-def executor_for(device: str) -> AerExecutor:
+def executor_for(device: str, memory_limit_mb: int | None = None) -> AerExecutor:
     """One executor per device per process, so its caches live as long as the process."""
-    return AerExecutor(device)
+    return AerExecutor(device, memory_limit_mb=memory_limit_mb)

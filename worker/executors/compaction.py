@@ -33,14 +33,15 @@ def active_qubits(circuit: QuantumCircuit) -> set[int]:
     return active
 
 
-def compact_circuit(circuit: QuantumCircuit, keep: Sequence[int]) -> QuantumCircuit:
+def compact_circuit(circuit: QuantumCircuit, keep: Sequence[int], others: str = "raise") -> QuantumCircuit:
     """``circuit`` on ``len(keep)`` qubits: physical qubit ``keep[i]`` becomes qubit ``i``.
 
     Classical bits, registers, parameters, global phase, name and metadata are unchanged.
-    Barriers keep only their kept qubits (and vanish if none is kept).
+    Barriers keep only their kept qubits (and vanish if none is kept). With ``others="drop"``,
+    instructions on qubits outside ``keep`` are left out (``keep`` is an independent group).
 
     Raises:
-        KeyError: an instruction acts on a qubit that is not in ``keep``.
+        KeyError: with ``others="raise"``, an instruction acts on a qubit that is not in ``keep``.
     """
     position = {physical: i for i, physical in enumerate(keep)}
     register = QuantumRegister(len(keep), "q")
@@ -58,6 +59,8 @@ def compact_circuit(circuit: QuantumCircuit, keep: Sequence[int]) -> QuantumCirc
             kept = [qubits[position[i]] for i in indices if i in position]
             if kept:
                 compact._append(CircuitInstruction(instruction.operation.base_class(len(kept)), kept, ()))
+            continue
+        if others == "drop" and not all(i in position for i in indices):
             continue
         compact._append(
             CircuitInstruction(instruction.operation, [qubits[position[i]] for i in indices], instruction.clbits)
@@ -135,12 +138,18 @@ def reduce_noise_model(
     try:
         local_errors = model._local_quantum_errors
         readout_errors = model._local_readout_errors
-        if model._default_quantum_errors or model._default_readout_error is not None:
-            return None
+        default_errors = dict(model._default_quantum_errors)
+        default_readout = model._default_readout_error
         passes = list(model._custom_noise_passes)
     except AttributeError:
         return None
     reduced = FrozenNoiseModel(basis_gates=model.basis_gates)
+    used_names = None if used is None else {name for name, _ in used}
+    for name, error in default_errors.items():
+        if used_names is None or name in used_names:
+            reduced.add_all_qubit_quantum_error(error, name, warnings=False)
+    if default_readout is not None:
+        reduced.add_all_qubit_readout_error(default_readout, warnings=False)
     for name, by_qubits in local_errors.items():
         for qubits, error in by_qubits.items():
             if not all(q in position for q in qubits) or (used is not None and (name, qubits) not in used):
