@@ -50,20 +50,22 @@ def limit_memory(memory_limit_mb: int) -> None:
     """Cap this simulation process: ``memory_limit_mb`` MiB for a job (0: half the machine).
 
     The cap is given to every simulation (Aer's ``max_memory_mb`` and the pre-run estimate),
-    and the process's data segment is limited to it plus what the process holds now (qiskit,
-    caches), so an allocation past it raises ``MemoryError`` (or Aer's own error) and fails the
-    job instead of pushing the host into the OOM killer.
+    and the process's data segment is limited to it plus what the process has mapped now
+    (qiskit, caches) and 512 MiB of slack, so an allocation past it raises ``MemoryError`` (or
+    Aer's own error) and fails the job instead of pushing the host into the OOM killer.
     """
     global _memory_limit_mb
     _memory_limit_mb = memory_limit_mb or default_memory_limit_mb()
     try:
         import resource
 
-        with open("/proc/self/statm") as statm:
-            resident = int(statm.read().split()[1]) * resource.getpagesize()
-        cap = resident + (_memory_limit_mb + 512) * 2**20
+        # RLIMIT_DATA counts the data segment's virtual size (malloc arenas, thread stacks), so
+        # the headroom is added to that, not to the resident size.
+        with open("/proc/self/status") as status:
+            data_kib = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
+        cap = data_kib * 1024 + (_memory_limit_mb + 512) * 2**20
         resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
-    except (ImportError, OSError, ValueError):  # not Linux: the Aer limit and estimate still apply
+    except (ImportError, OSError, ValueError, StopIteration):  # not Linux: the Aer limit and estimate still apply
         logging.getLogger("qrs.worker").warning("could not set a memory limit on the simulation process")
 
 

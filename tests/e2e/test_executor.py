@@ -201,3 +201,19 @@ def test_unrunnable_program_fails_the_job_not_the_worker(service) -> None:
     program = QuantumProgram(shots=10)
     program.append_circuit_item(isa)
     assert Executor(backend).run(program).result()[0]["meas"].shape == (10, 1)
+
+
+@pytest.mark.parametrize("backend_name", ["fake_kolkata", "fake_sherbrooke", "fake_fez"])
+def test_estimator_on_real_size_backends(service, backend_name: str) -> None:
+    """The client's default Estimator measures every qubit of the device (27, 127, 156 here):
+    it must finish quickly and mitigate as on the small backend."""
+    from qiskit_ibm_runtime.executor_estimator import Estimator
+
+    backend = service.backend(backend_name)
+    qc = bell()
+    observables = SparsePauliOp.from_list([("ZZ", 1.0), ("XX", 1.0)])
+    isa = generate_preset_pass_manager(backend=backend, optimization_level=1, seed_transpiler=3).run(qc)
+    job = Estimator(mode=backend).run([(isa, observables.apply_layout(isa.layout))], precision=0.02)
+    result = job.result(timeout=120)
+    assert float(result[0].data.evs) == pytest.approx(2.0, abs=0.15)
+    assert job.metrics()["num_pubs"] == 2  # the PUB's item and TREX's calibration item

@@ -161,3 +161,27 @@ def test_estimator_default_shots_set_precision(service) -> None:
     assert result[0].metadata["shots"] == 400
     assert result[0].data.evs == pytest.approx(-1.0, abs=0.25)
     assert result.metadata["ignored_options"]["resilience_level"] == 1
+
+
+def test_estimator_observable_on_every_qubit_of_127(service) -> None:
+    """EstimatorV2 with X on all 127 qubits and mitigation options on used to kill the worker."""
+    from qiskit_ibm_runtime import EstimatorV2
+
+    backend = service.backend("fake_sherbrooke")
+    qc = QuantumCircuit(3)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.cx(1, 2)
+    isa = generate_preset_pass_manager(backend=backend, optimization_level=1, seed_transpiler=3).run(qc)
+    estimator = EstimatorV2(mode=backend)
+    estimator.options.resilience_level = 1
+    estimator.options.resilience.zne_mitigation = True
+    estimator.options.twirling.enable_gates = True
+    every_x = SparsePauliOp("X" * 127)
+    ghz_xxx = SparsePauliOp("XXX").apply_layout(isa.layout)
+    result = estimator.run([(isa, [every_x, ghz_xxx])], precision=0.03).result(timeout=120)
+    evs = result[0].data.evs
+    assert evs.shape == (2,)
+    assert abs(evs[0]) < 0.15  # the 124 idle qubits read X = +-1 at random
+    assert 0.6 < evs[1] < 1.0  # <XXX> of a GHZ state is 1, less the backend's noise
+    assert "resilience" in result.metadata["ignored_options"]  # reported, not silently dropped

@@ -243,3 +243,29 @@ def test_group_too_big_for_memory_fails_the_job_with_a_reason() -> None:
         "fake_sherbrooke", [SamplerPub.coerce(chain, 50)], shots=50, seed=1, noise_model=NoiseModel()
     )
     assert set(result[0].data.meas.get_counts()) == {"0" * 24, "1" * 24}
+
+
+def test_gpu_worker_sends_only_large_statevector_runs_to_the_gpu() -> None:
+    from worker.executors.aer import GPU_MIN_WORK, run_options
+
+    wide = QuantumCircuit(24)
+    small = QuantumCircuit(4)
+    options = dict(noisy=True, device="GPU", memory_limit_mb=None, custatevec=True)
+    assert run_options(wide, work=1000 * 2.0**24, **options) == {
+        "method": "automatic",
+        "device": "GPU",
+        "max_parallel_threads": 0,
+        "cuStateVec_enable": True,
+    }
+    assert run_options(small, work=1000 * 16, **options)["device"] == "CPU"
+    assert run_options(small, work=GPU_MIN_WORK, **options)["device"] == "GPU"
+    assert run_options(small, work=GPU_MIN_WORK, **options)["cuStateVec_enable"] is False  # too narrow
+    # Wider than any statevector: matrix product states, which Aer only runs on the CPU.
+    huge = QuantumCircuit(80)
+    huge.h(0)
+    huge.cx(0, 1)
+    assert run_options(huge, work=2.0**90, **options)["device"] == "CPU"
+    assert run_options(huge, work=2.0**90, **options)["method"] == "matrix_product_state"
+    # A CPU worker never names the GPU nor cuStateVec.
+    cpu = run_options(wide, work=1000 * 2.0**24, noisy=True, device="CPU", memory_limit_mb=None, custatevec=True)
+    assert cpu["device"] == "CPU" and "cuStateVec_enable" not in cpu

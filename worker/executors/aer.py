@@ -52,6 +52,13 @@ SIMULATOR_CACHE_SIZE = 128
 # start-up and spinning there (measured: a 2-qubit run is no faster with 2 threads, a 10-qubit
 # 1000-shot trajectory run is 1.4x faster).
 SINGLE_THREAD_WORK = 2**18
+# On a GPU worker, statevector and density-matrix runs with at least this much work go to the
+# GPU; smaller ones stay on the CPU, where they finish before a kernel launch pays off. Matrix
+# product state and stabilizer runs always use the CPU (Aer has no GPU version of them).
+GPU_MIN_WORK = 2**22
+GPU_METHODS = frozenset({"automatic", "statevector", "density_matrix"})
+# GPU runs at least this wide use cuStateVec (cuQuantum) when the installed qiskit-aer-gpu has it.
+CUSTATEVEC_MIN_QUBITS = 20
 
 
 @cache
@@ -110,6 +117,7 @@ class AerExecutor:
         self._simulators: OrderedDict[tuple[object, ...], tuple[AerSimulator, bool]] = OrderedDict()
         self._kraus_errors: dict[tuple[str, str, tuple[int, ...]], QuantumError] = {}
         self._channels: dict[str, NoiseChannels] = {}
+        self._custatevec = self.device == "GPU"
 
     def num_qubits(self, backend_name: str) -> int:
         return fake_backend(backend_name).num_qubits
@@ -183,6 +191,19 @@ class AerExecutor:
             self._simulators.move_to_end(key)
         return cached
 
+    def _configure(self, sim: AerSimulator, circuit: QuantumCircuit, work: float) -> str:
+        """Set this run's options on a (shared, cached) simulator; return the method."""
+        options = run_options(
+            circuit,
+            noisy=_noisy(sim),
+            work=work,
+            device=self.device,
+            memory_limit_mb=self.memory_limit_mb,
+            custatevec=self._custatevec,
+        )
+        sim.set_options(**options)
+        return str(options["method"])
+
     def run_group(
         self,
         backend_name: str,
@@ -219,7 +240,7 @@ class AerExecutor:
         if not compacted:
             sub = circuit
         work = 4.0**sub.num_qubits if density else experiment_shots * 2.0**sub.num_qubits
-        method = _configure(sim, sub, self.memory_limit_mb, single_thread=work < SINGLE_THREAD_WORK)
+        method = self._configure(sim, sub, work)
         needed = estimate_memory(sub, method)
         if needed > limit:
             raise ProgramError(
@@ -235,7 +256,14 @@ class AerExecutor:
         else:
             pub = SamplerPub(sub, BindingsArray(), shots * bindings, validate=False)
         try:
-            data = sampler.run([pub]).result()[0].data
+            try:
+                data = sampler.run([pub]).result()[0].data
+            except Exception as exc:
+                if not (sim.options.get("cuStateVec_enable") and "custatevec" in str(exc).lower()):
+                    raise
+                self._custatevec = False  # this qiskit-aer-gpu build has no cuQuantum
+                sim.set_options(cuStateVec_enable=False)
+                data = sampler.run([pub]).result()[0].data
         except Exception as exc:  # Aer reports memory and method failures as exceptions
             raise ProgramError(
                 f"The simulation of qubits {keep} ({len(keep)} qubits, method {method}) failed: {_plain(str(exc))}"
@@ -356,15 +384,17 @@ def _quarter_turn(angle: float) -> bool:
     return abs(turns - round(turns)) < 1e-9
 
 
-def max_statevector_qubits(memory_limit_mb: int | None) -> int:
-    """The widest statevector (complex doubles, 16 bytes per amplitude) that fits the limit;
-    without a limit, what Aer itself reports for this machine."""
+@cache
+def max_statevector_qubits(memory_limit_mb: int | None, device: str = "CPU") -> int:
+    """The widest statevector (complex doubles, 16 bytes per amplitude) that fits the limit and
+    what Aer reports for the device (host memory, or the GPU's memory)."""
+    aer_limit = int(AerSimulator(device=device).configuration().n_qubits)
     if not memory_limit_mb:
-        return int(AerSimulator().configuration().n_qubits)
-    return max(1, int(math.log2(memory_limit_mb * 2**20 / 16)))
+        return aer_limit
+    return max(1, min(aer_limit, int(math.log2(memory_limit_mb * 2**20 / 16))))
 
 
-def choose_method(circuit: QuantumCircuit, *, noisy: bool, memory_limit_mb: int | None) -> str:
+def choose_method(circuit: QuantumCircuit, *, noisy: bool, memory_limit_mb: int | None, device: str = "CPU") -> str:
     """Aer's own choice while a statevector fits in memory; beyond that, a method that scales.
 
     Aer's automatic choice is the one bare Aer makes for the same circuit (density matrix for
@@ -373,7 +403,7 @@ def choose_method(circuit: QuantumCircuit, *, noisy: bool, memory_limit_mb: int 
     stabilizer method (polynomial in qubits), anything else to matrix product states, which
     handle noise and low-entanglement circuits of hundreds of qubits.
     """
-    if circuit.num_qubits <= max_statevector_qubits(memory_limit_mb):
+    if circuit.num_qubits <= max_statevector_qubits(memory_limit_mb, device):
         return "automatic"
     if not noisy and is_clifford(circuit):
         return "stabilizer"
@@ -431,15 +461,27 @@ def samples_at_end(circuit: QuantumCircuit) -> bool:
     return True
 
 
-def _configure(sim: AerSimulator, circuit: QuantumCircuit, memory_limit_mb: int | None, *, single_thread: bool) -> str:
-    """Set the method and threads for this run of a (shared, cached) simulator; return the method.
+def run_options(
+    circuit: QuantumCircuit, *, noisy: bool, work: float, device: str, memory_limit_mb: int | None, custatevec: bool
+) -> dict[str, object]:
+    """Aer options for one run: method, device, threads (and cuStateVec on a GPU).
 
-    Small runs use one OpenMP thread (see ``SINGLE_THREAD_WORK``), leaving the other cores to
-    other workers; larger ones use all of them, as bare Aer does.
+    ``work`` is the estimated amplitudes touched per instruction (``4**n`` for a density
+    matrix, ``shots * 2**n`` for trajectories). Small runs use one OpenMP thread (see
+    ``SINGLE_THREAD_WORK``), leaving the other cores to other workers; larger ones use all of
+    them, as bare Aer does. On a GPU worker only statevector/density-matrix runs of at least
+    ``GPU_MIN_WORK`` go to the GPU.
     """
-    method = choose_method(circuit, noisy=_noisy(sim), memory_limit_mb=memory_limit_mb)
-    sim.set_options(method=method, max_parallel_threads=1 if single_thread else 0)
-    return method
+    method = choose_method(circuit, noisy=noisy, memory_limit_mb=memory_limit_mb, device=device)
+    gpu = device == "GPU" and method in GPU_METHODS and work >= GPU_MIN_WORK
+    options: dict[str, object] = {
+        "method": method,
+        "device": "GPU" if gpu else "CPU",
+        "max_parallel_threads": 1 if work < SINGLE_THREAD_WORK else 0,
+    }
+    if device == "GPU":
+        options["cuStateVec_enable"] = gpu and custatevec and circuit.num_qubits >= CUSTATEVEC_MIN_QUBITS
+    return options
 
 
 def _noisy(sim: AerSimulator) -> bool:
