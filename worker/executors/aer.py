@@ -26,7 +26,7 @@ from qiskit.primitives.containers import BitArray, DataBin
 from qiskit.primitives.containers.bindings_array import BindingsArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
-from qiskit.quantum_info import Kraus
+from qiskit.quantum_info import Kraus, SuperOp
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, QuantumError
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
@@ -34,7 +34,6 @@ from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
 from worker.errors import ProgramError
 from worker.executors.compaction import (
-    ErrorTransform,
     Instruction,
     compact_circuit,
     reduce_noise_model,
@@ -128,17 +127,6 @@ class AerExecutor:
             options["max_memory_mb"] = self.memory_limit_mb
         return AerSimulator(**options)
 
-    def _kraus_transform(self, backend_name: str | None) -> ErrorTransform:
-        def transform(name: str, qubits: tuple[int, ...], error: QuantumError) -> QuantumError:
-            if backend_name is None:
-                return QuantumError(Kraus(error))
-            key = (backend_name, name, qubits)
-            if key not in self._kraus_errors:
-                self._kraus_errors[key] = QuantumError(Kraus(error))
-            return self._kraus_errors[key]
-
-        return transform
-
     def _reduce(
         self,
         model: NoiseModel,
@@ -147,7 +135,23 @@ class AerExecutor:
         used: frozenset[Instruction],
         kraus: bool,
     ) -> NoiseModel | None:
-        transform = self._kraus_transform(backend_name) if kraus else None
+        if not kraus:
+            return reduce_noise_model(model, keep, used)
+        # Convert every error this group needs in one Aer call, then look them up.
+        cache = self._kraus_errors if backend_name is not None else {}
+        source = backend_name or ""
+        local = getattr(model, "_local_quantum_errors", {})
+        missing = [
+            (name, qubits, local[name][qubits])
+            for name, qubits in used
+            if qubits in local.get(name, {}) and (source, name, qubits) not in cache
+        ]
+        for (name, qubits, _), converted in zip(missing, kraus_forms([e for _, _, e in missing]), strict=True):
+            cache[(source, name, qubits)] = converted
+
+        def transform(name: str, qubits: tuple[int, ...], error: QuantumError) -> QuantumError:
+            return cache.get((source, name, qubits)) or error
+
         return reduce_noise_model(model, keep, used, transform)
 
     def noise_channels(self, backend_name: str, noise_model: NoiseModel | None) -> NoiseChannels:
@@ -382,6 +386,28 @@ def is_clifford(circuit: QuantumCircuit) -> bool:
 def _quarter_turn(angle: float) -> bool:
     turns = angle / (math.pi / 2)
     return abs(turns - round(turns)) < 1e-9
+
+
+_SUPEROP_SIMULATOR = AerSimulator(method="superop")
+
+
+def kraus_forms(errors: Sequence[QuantumError]) -> list[QuantumError]:
+    """Each error as one Kraus channel, the same channel (to ~1e-10).
+
+    Aer computes the superoperators (one call for all errors): for a two-qubit error of
+    ``NoiseModel.from_backend`` (a mixture of ~150 circuits) that takes ~6 ms instead of the
+    ~40 ms of composing it in Python with ``quantum_info``.
+    """
+    if not errors:
+        return []
+    circuits = []
+    for error in errors:
+        circuit = QuantumCircuit(error.num_qubits)
+        circuit.append(error, range(error.num_qubits))
+        circuit.save_superop()
+        circuits.append(circuit)
+    result = _SUPEROP_SIMULATOR.run(circuits, shots=1).result()
+    return [QuantumError(Kraus(SuperOp(result.data(i)["superop"]))) for i in range(len(circuits))]
 
 
 @cache
