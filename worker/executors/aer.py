@@ -251,7 +251,9 @@ class AerExecutor:
             and 4.0**width < DENSITY_MATRIX_ADVANTAGE * experiment_shots * 2.0**width
             and 16 * 4.0**width <= limit
             and samples_at_end(sub)
-            and not is_clifford(sub)  # Aer may take the (far cheaper) stabilizer route there
+            # Wide Clifford groups: Aer may take the (far cheaper) stabilizer route. Narrow ones
+            # run fastest as a Kraus density matrix (noisy Bell: 2.3 ms instead of 8 ms).
+            and (width <= KRAUS_MAX_QUBITS or not is_clifford(sub))
         )
         sim, compacted = self.simulator(
             backend_name, noise_model, keep, used, kraus=density and width <= KRAUS_MAX_QUBITS
