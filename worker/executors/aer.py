@@ -102,11 +102,9 @@ class AerExecutor:
     group runs on Aer compacted to its qubits, against a noise model holding only the errors of
     the instructions it applies (``compaction.py``), with all parameter bindings of the PUB in
     one Aer call. Simulators for the backend's own noise are cached per (backend, qubits,
-    instructions). When Aer will simulate a group as a density matrix (its own rule: noisy,
-    more shots than amplitudes, measurements only at the end), each gate error is given in
-    Kraus form, which Aer applies as one superoperator (measured: 9 vs 14 ms for a noisy Bell
-    pair on fake_sherbrooke); in trajectory runs Aer's mixture form is faster (0.87 vs 1.13 s
-    for 10 qubits, 1000 shots), so errors stay as they are.
+    instructions). A noisy group runs as a density matrix where that is cheaper than
+    trajectories (``DENSITY_MATRIX_ADVANTAGE``), with gate errors in Kraus form up to
+    ``KRAUS_MAX_QUBITS`` qubits; otherwise Aer's automatic method, or one that scales.
 
     Args:
         device: ``"CPU"`` or ``"GPU"`` (qiskit-aer-gpu; one GPU per worker process).
