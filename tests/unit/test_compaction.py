@@ -10,7 +10,7 @@ from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit.quantum_info import SparsePauliOp
 
 from worker.executors.aer import AerExecutor
-from worker.executors.compaction import active_qubits, compact_circuit, compact_pauli, pauli_support
+from worker.executors.compaction import active_qubits, compact_circuit
 
 BACKEND = "fake_lagos"  # 7 qubits: compaction matters, the full model stays cheap to simulate
 SHOTS = 20_000
@@ -50,12 +50,6 @@ def test_active_qubits_and_compaction_keep_classical_layout() -> None:
     assert [c.name for c in compact.cregs] == ["late", "mid"]
     assert compact.num_clbits == qc.num_clbits
     assert compact.count_ops()["measure"] == 3
-
-
-def test_pauli_helpers() -> None:
-    label = "IZIIXII"  # Z on qubit 5, X on qubit 2
-    assert pauli_support([label]) == {2, 5}
-    assert compact_pauli(label, [2, 5]) == "ZX"
 
 
 @pytest.mark.parametrize("circuit", [dynamic_circuit], ids=["dynamic"])

@@ -68,21 +68,6 @@ def compact_circuit(circuit: QuantumCircuit, keep: Sequence[int], others: str = 
     return compact
 
 
-def compact_pauli(label: str, keep: Sequence[int]) -> str:
-    """A Pauli label (little-endian: rightmost character is qubit 0) restricted to ``keep``."""
-    width = len(label)
-    return "".join(label[width - 1 - q] for q in reversed(keep))
-
-
-def pauli_support(labels: Iterable[str]) -> set[int]:
-    """Qubits on which any of the Pauli ``labels`` is not the identity."""
-    support: set[int] = set()
-    for label in labels:
-        width = len(label)
-        support.update(width - 1 - i for i, char in enumerate(label) if char != "I")
-    return support
-
-
 Instruction = tuple[str, tuple[int, ...]]
 """An instruction name and the (physical) qubits it acts on, e.g. ``("ecr", (3, 4))``."""
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from qiskit.circuit import Parameter, QuantumCircuit
 
+from worker.executors.compaction import active_qubits
 from worker.executors.partition import Component, independent_components
 from worker.executors.single_qubit import NoiseChannels, compile_single_qubit, instructions_by_qubit
 
@@ -22,13 +23,7 @@ GroupRunner = Callable[[QuantumCircuit, Component, np.ndarray, Mapping[Parameter
 
 def whole_circuit(circuit: QuantumCircuit) -> Component:
     """All active qubits and every classical bit as one group (no factorization)."""
-    active = {
-        circuit.find_bit(q).index
-        for instruction in circuit.data
-        if instruction.operation.name != "barrier"
-        for q in instruction.qubits
-    }
-    return Component(tuple(sorted(active)), tuple(range(circuit.num_clbits)), True)
+    return Component(tuple(sorted(active_qubits(circuit))), tuple(range(circuit.num_clbits)), True)
 
 
 def sample_bits(
