@@ -112,6 +112,7 @@ class AerExecutor:
         factorize: split circuits into independent groups when the noise model allows it.
         memory_limit_mb: the most memory one simulation may take (Aer's ``max_memory_mb``); a
             group whose state cannot fit runs with a method that scales, or fails the job.
+            ``None``: :func:`default_memory_limit_mb`.
     """
 
     def __init__(
@@ -120,7 +121,7 @@ class AerExecutor:
         self.device = device.upper()
         self.compact = compact
         self.factorize = factorize
-        self.memory_limit_mb = memory_limit_mb
+        self.memory_limit_mb = memory_limit_mb or default_memory_limit_mb()
         self._simulators: OrderedDict[tuple[object, ...], tuple[AerSimulator, bool]] = OrderedDict()
         self._kraus_errors: dict[tuple[str, str, tuple[int, ...]], QuantumError] = {}
         self._channels: dict[str, NoiseChannels] = {}
@@ -130,10 +131,7 @@ class AerExecutor:
         return fake_backend(backend_name).num_qubits
 
     def _new_simulator(self, noise_model: NoiseModel) -> AerSimulator:
-        options: dict[str, object] = {"noise_model": noise_model, "device": self.device}
-        if self.memory_limit_mb:
-            options["max_memory_mb"] = self.memory_limit_mb
-        return AerSimulator(**options)
+        return AerSimulator(noise_model=noise_model, device=self.device, max_memory_mb=self.memory_limit_mb)
 
     def _reduce(
         self,
@@ -241,7 +239,7 @@ class AerExecutor:
         used = frozenset((name, tuple(keep[i] for i in qubits)) for name, qubits in used_instructions([sub]))
         bindings = values.shape[0]
         experiment_shots = shots if sub.num_parameters else shots * bindings
-        limit = (self.memory_limit_mb or default_memory_limit_mb()) * 2**20
+        limit = self.memory_limit_mb * 2**20
         model = noise_model if noise_model is not None else backend_noise_model(backend_name)
         width = len(keep)
         density = (
