@@ -67,6 +67,7 @@ async def create_session(request: Request) -> Response:
     await sessions.create(record)
     found = await sessions.refresh(record.id)
     assert found is not None
+    await sessions.housekeeping()
     return MsgspecResponse(session_view(*found, time.time()))
 
 
@@ -82,15 +83,15 @@ async def get_session(request: Request) -> Response:
 async def update_session(request: Request) -> Response:
     """``PATCH /sessions/{id}`` ``{"accepting_jobs": false}`` (``Session.close()``): 204.
 
-    The session closes once its queued and running jobs are done.
+    The session closes once its queued and running jobs are done. The change is a
+    compare-and-set on the stored record: a session closed meanwhile stays closed.
     """
     record = await _load(request)
     try:
         patch = _decode_patch(await request.body())
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Invalid session update: {exc}") from None
-    if record.closed_at is None:
-        await request.state.sessions.set_accepting(record, patch.accepting_jobs)
+    await request.state.sessions.set_accepting(record, patch.accepting_jobs)
     return Response(status_code=204)
 
 
