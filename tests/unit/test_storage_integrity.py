@@ -166,7 +166,7 @@ async def test_patch_racing_close_never_reopens_the_session(real_http: httpx.Asy
 
 async def test_no_job_admitted_while_its_session_closes_is_left_to_run(real_http: httpx.AsyncClient) -> None:
     left_queued = []
-    for _ in range(15):
+    for _ in range(40):
         session_id = await _new_session(real_http)
         posts = [_submit(real_http, session_id=session_id) for _ in range(10)]
         close = real_http.delete(f"/api/v1/sessions/{session_id}/close")
