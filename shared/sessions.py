@@ -321,9 +321,10 @@ class SessionStore:
         """Retention work, at most once per ``HOUSEKEEPING_INTERVAL`` per process: close ended
         sessions, trim expired jobs out of the indexes (:func:`shared.job_index.trim`).
 
-        Called after API writes, so a busy deployment cleans up as it goes and an idle one
-        has nothing new to clean. Redis errors are logged, never raised: the request that
-        triggered it has already succeeded. Returns whether a pass ran.
+        Run after API writes (as a background task of the response), so a busy deployment
+        cleans up as it goes and an idle one has nothing new to clean. Errors are logged,
+        never raised: the request that triggered it has already succeeded. Returns whether a
+        pass ran.
         """
         now = time.time() if now is None else now
         if now < self._next_housekeeping:
@@ -334,4 +335,7 @@ class SessionStore:
             await job_index.trim(self.redis, self.jobs.retention, now)
         except RedisError as exc:
             logger.warning("retention housekeeping failed: %s", exc)
+        except Exception:
+            # It runs after the response (a background task): nobody else would see the error.
+            logger.exception("retention housekeeping failed")
         return True

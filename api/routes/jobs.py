@@ -6,6 +6,7 @@ import secrets
 import time
 
 import msgspec
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -143,13 +144,13 @@ async def create_job(request: Request) -> Response:
     # that could run after the client re-POSTs (it retries 5xx answers as new jobs).
     await store.create(record, bytes(submission.params), queue_name=settings.queue_name, guard=guard)
     await ring_doorbell(request.state.pool, settings.queue_name)
-    await request.state.sessions.housekeeping()
     answer: dict[str, object] = {"id": record.id, "backend": record.backend}
     if record.session_id:
         answer["session_id"] = record.session_id
     if record.private:
         answer["private"] = True
-    return MsgspecResponse(answer)
+    # Retention housekeeping (at most once a minute) after the answer is sent, not before.
+    return MsgspecResponse(answer, background=BackgroundTask(request.state.sessions.housekeeping))
 
 
 async def load_job(request: Request) -> JobRecord:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import msgspec
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -67,8 +68,8 @@ async def create_session(request: Request) -> Response:
     await sessions.create(record)
     found = await sessions.refresh(record.id)
     assert found is not None
-    await sessions.housekeeping()
-    return MsgspecResponse(session_view(*found, time.time()))
+    # Retention housekeeping (at most once a minute) after the answer is sent, not before.
+    return MsgspecResponse(session_view(*found, time.time()), background=BackgroundTask(sessions.housekeeping))
 
 
 async def get_session(request: Request) -> Response:

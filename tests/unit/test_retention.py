@@ -192,3 +192,15 @@ def test_compose_redis_is_bounded_and_evicts_only_expiring_keys() -> None:
     assert command[command.index("--maxmemory-policy") + 1] == "volatile-lru"
     for service in ("api", "worker"):
         assert "QRS_JOB_RETENTION" in compose["services"][service]["environment"]
+
+
+async def test_api_writes_run_the_housekeeping(http: httpx.AsyncClient) -> None:
+    redis = http.app_state["pool"]  # type: ignore[attr-defined]
+    sessions: SessionStore = http.app_state["sessions"]  # type: ignore[attr-defined]
+    old = SessionRecord(
+        id="unread", instance=DEFAULT_INSTANCE, backend="fake_manila", mode="batch", max_ttl=10,
+        interactive_ttl=0, created=time.time() - 100,
+    )  # fmt: skip
+    await sessions.create(old)
+    assert (await http.post("/api/v1/jobs", json=JOB)).status_code == 200
+    assert 0 < await redis.ttl(keys.session("unread")) <= RETENTION
