@@ -6,6 +6,8 @@ the compose Redis is bounded with a policy that can evict only expiring (finishe
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,13 +18,16 @@ import msgspec
 import pytest
 import yaml
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from shared import job_index, keys
 from shared.job_index import JobQuery
 from shared.models import JobRecord, JobStatus
+from shared.queue import connect
 from shared.sessions import SessionRecord, SessionStore
 from shared.settings import DEFAULT_INSTANCE, load_settings
 from shared.store import USAGE_TTL, JobStore, usage_period
+from tests.conftest import free_port
 from tests.unit.conftest import in_process_api
 
 INSTANCE = "crn:v1:test:a/acct:retention::"
@@ -204,3 +209,48 @@ async def test_api_writes_run_the_housekeeping(http: httpx.AsyncClient) -> None:
     await sessions.create(old)
     assert (await http.post("/api/v1/jobs", json=JOB)).status_code == 200
     assert 0 < await redis.ttl(keys.session("unread")) <= RETENTION
+
+
+async def test_a_full_redis_with_the_compose_policy_evicts_finished_jobs_only(tmp_path: Path) -> None:
+    """A real ``redis-server`` with the compose file's eviction policy and a 4 MB bound: live
+    jobs (queued, with their arq entries) survive a flood of finished ones; old finished ones go."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    command = [str(arg) for arg in compose["services"]["redis"]["command"]]
+    policy = command[command.index("--maxmemory-policy") + 1]
+    port = free_port()
+    args = ["--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    proc = subprocess.Popen(
+        ["redis-server", *args, "--maxmemory", "4mb", "--maxmemory-policy", policy],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        pool = None
+        for _ in range(50):
+            try:
+                pool = await connect(f"redis://127.0.0.1:{port}/0")
+                break
+            except RedisError:  # not listening yet
+                await asyncio.sleep(0.1)
+        assert pool is not None
+        store = JobStore(pool, retention=RETENTION)
+        params = b'{"pubs": ["' + b"x" * 20_000 + b'"]}'
+        live = [f"live{i}" for i in range(40)]
+        for job_id in live:
+            await store.create(job(job_id), params, queue_name="q")
+        for i in range(400):  # 8 MB of finished jobs into 4 MB
+            await store.create(job(f"done{i}"), params)
+            await store.finish(f"done{i}", JobStatus.COMPLETED, b"r" * 1000)
+        info = await pool.info("stats")
+        assert info["evicted_keys"] > 0
+        for job_id in live:
+            assert await store.get(job_id) is not None
+            assert await store.params(job_id) == params
+        assert await pool.zcard("q") == len(live)
+        assert await store.get("done399") is not None  # the most recent finished ones stay
+        await pool.aclose()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
