@@ -69,7 +69,8 @@ async def create_session(request: Request) -> Response:
     found = await sessions.refresh(record.id)
     assert found is not None
     # Retention housekeeping (at most once a minute) after the answer is sent, not before.
-    return MsgspecResponse(session_view(*found, time.time()), background=BackgroundTask(sessions.housekeeping))
+    view = session_view(found[0], found[1], time.time())
+    return MsgspecResponse(view, background=BackgroundTask(sessions.housekeeping))
 
 
 async def get_session(request: Request) -> Response:
@@ -78,7 +79,7 @@ async def get_session(request: Request) -> Response:
     found = await request.state.sessions.refresh(record.id)
     if found is None:
         raise SessionNotFound(record.id)
-    return MsgspecResponse(session_view(*found, time.time()))
+    return MsgspecResponse(session_view(found[0], found[1], time.time()))
 
 
 async def update_session(request: Request) -> Response:
