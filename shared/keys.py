@@ -50,8 +50,12 @@ OPEN_SESSIONS = f"{PREFIX}sessions:open"
 
 
 def part(value: str) -> str:
-    """``value`` percent-encoded (RFC 3986 unreserved characters kept): no ``:``, ``*`` or ``%``."""
-    return quote(value, safe="")
+    """``value`` percent-encoded (RFC 3986 unreserved characters kept): no ``:``, ``*`` or ``%``.
+
+    One-to-one, so two values never share a key; a lone surrogate is encoded as its own bytes
+    (``surrogatepass``) rather than raising.
+    """
+    return quote(value, safe="", errors="surrogatepass")
 
 
 def job(job_id: str) -> str:

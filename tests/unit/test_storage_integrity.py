@@ -78,6 +78,18 @@ async def test_an_instance_named_like_a_session_index_cannot_inject_a_job(client
     assert job.json()["status"] == "Queued"
 
 
+def test_every_key_part_is_encoded() -> None:
+    hostile = "a:b*c%d\ud800"
+    assert keys.instance_jobs(hostile).count(":") == 2
+    assert keys.job_filter(hostile, "tag", hostile).count(":") == 4
+    assert keys.usage(hostile, "2026-12").count(":") == 3
+    for build in (keys.job, keys.session, keys.pending):
+        assert build(hostile).count(":") == 2 and "*" not in build(hostile)
+    assert keys.job_params(hostile).count(":") == 3
+    # Server-made ids and backend names are unchanged.
+    assert keys.job("d0abc") == "qrs:job:d0abc" and keys.pending("fake_manila") == "qrs:pending:fake_manila"
+
+
 # --- store + enqueue ----------------------------------------------------------------------------
 
 
