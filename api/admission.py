@@ -10,7 +10,7 @@ from api.auth import Principal
 from shared.errors import Conflict, Forbidden, InvalidRequest, SessionNotFound
 from shared.models import JobSubmission
 from shared.sessions import state_of
-from shared.store import usage_period
+from shared.store import Guard, usage_period
 
 
 async def check_usage_limit(request: Request, instance: str) -> None:
@@ -55,7 +55,15 @@ async def check_session(request: Request, principal: Principal, submission: JobS
         )
 
 
-async def admit(request: Request, principal: Principal, submission: JobSubmission) -> None:
-    """All admission checks for a validated submission, in the order IBM reports them."""
+async def admit(request: Request, principal: Principal, submission: JobSubmission) -> Guard | None:
+    """All admission checks for a validated submission, in the order IBM reports them.
+
+    Returns the condition the job's creation must still meet when it is written (the session
+    is still open to jobs), for ``JobStore.create``: a session closed between these checks and
+    the write refuses the job (409) instead of getting a queued job after its close.
+    """
     await check_usage_limit(request, principal.instance)
     await check_session(request, principal, submission)
+    if not submission.session_id:
+        return None
+    return request.state.sessions.job_guard(submission.session_id)

@@ -132,7 +132,7 @@ def create_app(
                 finished = FinishedJobs(redis)
                 await finished.start()
                 stack.push_async_callback(finished.stop)
-                store = JobStore(redis)
+                store = JobStore(redis, settings.job_retention)
                 state: AppState = {
                     "settings": settings,
                     "pool": redis,

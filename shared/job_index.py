@@ -12,6 +12,12 @@ Because every set is scored by the job's creation time, a query is
 Nothing ever scans job records, so listing stays fast with 100,000 jobs stored. The store calls
 :func:`add_commands`, :func:`update_commands` and :func:`remove_commands` inside the same
 transaction that writes the record, so the indexes never disagree with the records.
+
+Retention: a finished job's record expires (``QRS_JOB_RETENTION``) but Redis cannot expire one
+member of a set. Every index key is therefore registered in ``qrs:indexes`` when a job is
+added to it, and :func:`trim` walks that registry a few keys at a time, least recently trimmed
+first, removing the members older than the retention (by score: creation time) whose record is
+gone. No keyspace ``SCAN``: the registry names every index there is.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from shared import keys
 from shared.models import JobRecord
@@ -63,22 +70,33 @@ def _state_key(record: JobRecord) -> str:
     return keys.job_filter(record.instance, "state", FINAL if record.status.final else PENDING)
 
 
+def _register(pipe: Any, index_keys: list[str], now: float) -> None:
+    """Name ``index_keys`` in the registry :func:`trim` walks (kept scores: last trim time)."""
+    if index_keys:
+        pipe.zadd(keys.INDEXES, dict.fromkeys(index_keys, now), nx=True)
+
+
 def add_commands(pipe: Any, record: JobRecord) -> None:
     """Queue on ``pipe`` the commands that index a new job."""
-    for key in [*_filter_keys(record), _state_key(record)]:
+    index_keys = [*_filter_keys(record), _state_key(record)]
+    for key in index_keys:
         pipe.zadd(key, {record.id: record.created})
+    _register(pipe, index_keys, record.created)
 
 
 def update_commands(pipe: Any, old: JobRecord, new: JobRecord) -> None:
     """Queue the commands that move a job between indexes after a state or tag change."""
+    added: list[str] = []
     if _state_key(old) != _state_key(new):
         pipe.zrem(_state_key(old), old.id)
-        pipe.zadd(_state_key(new), {new.id: new.created})
+        added.append(_state_key(new))
     inst = new.instance
     for tag in set(old.tags) - set(new.tags):
         pipe.zrem(keys.job_filter(inst, "tag", tag), new.id)
-    for tag in set(new.tags) - set(old.tags):
-        pipe.zadd(keys.job_filter(inst, "tag", tag), {new.id: new.created})
+    added += [keys.job_filter(inst, "tag", tag) for tag in sorted(set(new.tags) - set(old.tags))]
+    for key in added:
+        pipe.zadd(key, {new.id: new.created})
+    _register(pipe, added, new.created)
 
 
 def remove_commands(pipe: Any, record: JobRecord) -> None:
@@ -133,4 +151,60 @@ async def find(redis: Redis, query: JobQuery) -> tuple[list[str], int]:
 async def session_job_ids(redis: Redis, instance: str, session_id: str) -> list[str]:
     """All job ids of a session in submission order (oldest first)."""
     ids = await redis.zrange(keys.job_filter(instance, "session", session_id), 0, -1)
-    return [i.decode() if isinstance(i, bytes) else i for i in ids]
+    return [_text(i) for i in ids]
+
+
+# Seconds between two trims of the same index key, and how much one trim looks at.
+TRIM_INTERVAL = 300.0
+TRIM_KEYS = 50
+TRIM_MEMBERS = 500
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def trim_key(redis: Redis, key: str, cutoff: float, now: float, limit: int = TRIM_MEMBERS) -> int:
+    """Remove from index ``key`` up to ``limit`` members created before ``cutoff`` whose record
+    expired; forget ``key`` in the registry once it is empty. Returns the members removed.
+
+    Members are checked against their record, not dropped by score alone: a job created long
+    ago that finished recently is still stored (its retention counts from its end).
+    """
+    old = [_text(i) for i in await redis.zrangebyscore(key, "-inf", cutoff, start=0, num=limit)]
+    gone: list[str] = []
+    if old:
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id in old:
+                pipe.exists(keys.job(job_id))
+            present = await pipe.execute()
+        gone = [job_id for job_id, there in zip(old, present, strict=True) if not there]
+        if gone:
+            await redis.zrem(key, *gone)
+    async with redis.pipeline(transaction=True) as pipe:
+        try:
+            # WATCH: a job indexed meanwhile keeps the key registered.
+            await pipe.watch(key)
+            empty = not await pipe.exists(key)
+            pipe.multi()
+            if empty:
+                pipe.zrem(keys.INDEXES, key)
+            else:
+                pipe.zadd(keys.INDEXES, {key: now}, xx=True)
+            await pipe.execute()
+        except WatchError:
+            pass
+    return len(gone)
+
+
+async def trim(redis: Redis, retention: float, now: float, max_keys: int = TRIM_KEYS) -> int:
+    """One retention pass over the ``max_keys`` index keys trimmed least recently (and not in
+    the last ``TRIM_INTERVAL`` seconds); returns the members removed. ``retention`` <= 0: none.
+    """
+    if retention <= 0:
+        return 0
+    names = await redis.zrangebyscore(keys.INDEXES, "-inf", now - TRIM_INTERVAL, start=0, num=max_keys)
+    removed = 0
+    for name in names:
+        removed += await trim_key(redis, _text(name), now - retention, now)
+    return removed

@@ -1,5 +1,12 @@
 """The Redis key layout; the only place that spells key names.
 
+Every part that comes from a request or a record (instance CRN, job and session ids, backend,
+program, tag values) is percent-encoded by :func:`part` before it is put into a key: an encoded
+part holds no ``:``, so ``{instance}`` can never spell another instance's filter key (an
+instance named ``<victim CRN>:backend:fake_lima`` once listed the victim's jobs) and no id can
+reach a ``:params`` or ``:result`` key. Server-made ids and backend names are letters, digits
+and ``_``, which encoding leaves as they are.
+
 key                             type    content
 qrs:job:{id}                    string  JobRecord (msgspec JSON)
 qrs:job:{id}:params             string  ``params`` of POST /jobs, verbatim
@@ -9,7 +16,11 @@ qrs:jobs:{instance}             zset    job ids of an instance, scored by creati
 qrs:jobs:{instance}:{f}:{v}     zset    the same, restricted to one GET /jobs filter value: f is
                                         backend, program, tag, session or state (pending|final)
 qrs:listing:{token}             zset    short-lived intersection built by one GET /jobs
+qrs:indexes                     zset    names of the job index keys above, scored by when their
+                                        retention trim last ran (shared/job_index.py)
 qrs:session:{id}                string  SessionRecord (msgspec JSON)
+qrs:sessions:open               zset    ids of sessions not closed yet, scored by the latest time
+                                        they can end (creation + 2 max_ttl)
 qrs:pending:{backend}           set     ids of the backend's queued or running jobs
 qrs:usage:{instance}:{YYYY-MM}  string  seconds of simulation used by the instance that month
 qrs:jwt-secret                  string  token signing secret shared by every API process
@@ -23,6 +34,8 @@ qrs:sweep-lock                  string  held by the worker running the orphan sw
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 PREFIX = "qrs:"
 JWT_SECRET = f"{PREFIX}jwt-secret"
 # Pub/sub channel on which the id of every job that reaches a final state is published.
@@ -32,31 +45,42 @@ ENQUEUED_CHANNEL = f"{PREFIX}enqueued"
 WORKERS = f"{PREFIX}workers"
 JOB_STATS = f"{PREFIX}stats:jobs"
 PENDING_PATTERN = f"{PREFIX}pending:*"
+INDEXES = f"{PREFIX}indexes"
+OPEN_SESSIONS = f"{PREFIX}sessions:open"
+
+
+def part(value: str) -> str:
+    """``value`` percent-encoded (RFC 3986 unreserved characters kept): no ``:``, ``*`` or ``%``.
+
+    One-to-one, so two values never share a key; a lone surrogate is encoded as its own bytes
+    (``surrogatepass``) rather than raising.
+    """
+    return quote(value, safe="", errors="surrogatepass")
 
 
 def job(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}"
+    return f"{PREFIX}job:{part(job_id)}"
 
 
 def job_params(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}:params"
+    return f"{PREFIX}job:{part(job_id)}:params"
 
 
 def job_result(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}:result"
+    return f"{PREFIX}job:{part(job_id)}:result"
 
 
 def job_logs(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}:logs"
+    return f"{PREFIX}job:{part(job_id)}:logs"
 
 
 def instance_jobs(instance: str) -> str:
-    return f"{PREFIX}jobs:{instance}"
+    return f"{PREFIX}jobs:{part(instance)}"
 
 
 def job_filter(instance: str, field: str, value: str) -> str:
     """Index of an instance's jobs whose ``field`` (backend, program, tag, session, state) is ``value``."""
-    return f"{PREFIX}jobs:{instance}:{field}:{value}"
+    return f"{PREFIX}jobs:{part(instance)}:{field}:{part(value)}"
 
 
 def listing_scratch(token: str) -> str:
@@ -64,16 +88,16 @@ def listing_scratch(token: str) -> str:
 
 
 def session(session_id: str) -> str:
-    return f"{PREFIX}session:{session_id}"
+    return f"{PREFIX}session:{part(session_id)}"
 
 
 def pending(backend: str) -> str:
-    return f"{PREFIX}pending:{backend}"
+    return f"{PREFIX}pending:{part(backend)}"
 
 
 def usage(instance: str, period: str) -> str:
-    return f"{PREFIX}usage:{instance}:{period}"
+    return f"{PREFIX}usage:{part(instance)}:{period}"
 
 
 def worker(worker_id: str) -> str:
-    return f"{PREFIX}worker:{worker_id}"
+    return f"{PREFIX}worker:{part(worker_id)}"

@@ -1,8 +1,10 @@
 """The arq queue shared by the API (enqueue) and the workers (consume).
 
 The API enqueues only a job id; the worker loads the record, params and options from the
-JobStore. The arq job id equals the runtime job id, so a repeated enqueue of the same job (the
-client re-POSTs on 5xx) is a no-op.
+JobStore. The arq job id equals the runtime job id, so a repeated enqueue of the same job is a
+no-op. A new job is queued by :func:`queue_commands` inside the transaction that stores its
+record (``JobStore.create``): a record exists only together with its queue entry, so a failed
+submission leaves nothing that the orphan sweep could run after the client has re-POSTed it.
 
 Connections ride out a Redis restart: every command (and every MULTI/EXEC pipeline) is retried
 on connection errors with a capped exponential back-off for about ``REDIS_RETRY_SECONDS``, so
@@ -12,13 +14,17 @@ API and workers keep going when Redis comes back instead of failing requests or 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import fakeredis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import Serializer, serialize_job
+from arq.utils import timestamp_ms
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError, WatchError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError, WatchError
 
 from shared import keys
 
@@ -77,3 +83,23 @@ async def enqueue_run(pool: ArqRedis, queue_name: str, job_id: str, attempts: in
             pass
         await asyncio.sleep(0.1 * (attempt + 1))
     raise ConnectionError(f"job {job_id} could not be queued")
+
+
+def queue_commands(pipe: Any, queue_name: str, job_id: str, serializer: Serializer | None = None) -> None:
+    """Queue on ``pipe`` (a MULTI) what ``enqueue_job(RUN_JOB, job_id, _job_id=job_id)`` writes.
+
+    arq's job key (``arq:job:{id}``, serialized with arq's own :func:`arq.jobs.serialize_job`
+    and the pool's serializer) and the entry of ``queue_name``, scored by the enqueue time in
+    milliseconds as arq does. Unlike ``enqueue_job`` the job key gets no expiry: arq deletes it
+    when the job ends, and a live job's keys never expire, so an eviction policy limited to
+    keys with a TTL (README "Retention") can never drop a queued job.
+    """
+    now_ms = timestamp_ms()
+    pipe.set(job_key_prefix + job_id, serialize_job(RUN_JOB, (job_id,), {}, None, now_ms, serializer=serializer))
+    pipe.zadd(queue_name, {job_id: now_ms})
+
+
+async def ring_doorbell(pool: ArqRedis, queue_name: str) -> None:
+    """Wake idle workers on ``queue_name`` (``worker/doorbell.py``); best effort, as they also poll."""
+    with contextlib.suppress(RedisError):
+        await pool.publish(keys.ENQUEUED_CHANNEL, queue_name)

@@ -20,20 +20,27 @@ job started yet). A batch has no interactive window, so it is ``inactive`` whene
 
 Closing cancels the session's queued jobs (running jobs finish), like IBM's max-TTL expiry and
 ``Session.cancel()``. Expiry is noticed lazily, by whoever reads the session next (a
-``GET /sessions``, a submission, or the worker before it starts one of the session's jobs).
+``GET /sessions``, a submission, or the worker before it starts one of the session's jobs),
+or by :meth:`SessionStore.housekeeping` for sessions nobody reads any more.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
+from collections.abc import Callable
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, WatchError
 
 from shared import job_index, keys
+from shared.errors import Conflict, SessionNotFound
 from shared.models import JobRecord, JobStatus, iso
-from shared.store import JobStore
+from shared.store import Guard, JobStore
+
+logger = logging.getLogger("qrs.sessions")
 
 DEDICATED = "dedicated"
 BATCH = "batch"
@@ -151,14 +158,35 @@ def new_session_id() -> str:
 
 
 class SessionStore:
-    """Session persistence on the same Redis as the :class:`JobStore`."""
+    """Session persistence on the same Redis as the :class:`JobStore`.
+
+    Every change of a session record is a compare-and-set (WATCH/MULTI on ``qrs:session:{id}``),
+    as for job records: a closed session is never written again, so a ``PATCH`` racing a close
+    cannot reopen it, and :meth:`job_guard` makes a job's creation depend on the session still
+    accepting jobs at the moment the job is written. A closed session expires after the job
+    retention (``QRS_JOB_RETENTION``); :meth:`housekeeping` closes the sessions that ended
+    unread and trims the job indexes.
+    """
+
+    # Seconds between two housekeeping passes of one process.
+    HOUSEKEEPING_INTERVAL = 60.0
+    HOUSEKEEPING_SESSIONS = 100
 
     def __init__(self, redis: Redis, jobs: JobStore) -> None:
         self.redis = redis
         self.jobs = jobs
+        self._next_housekeeping = 0.0
 
     async def create(self, record: SessionRecord) -> None:
-        await self.redis.set(keys.session(record.id), _encode(record))
+        """Store a new session and register it among the open ones, by when it ends at the latest.
+
+        A session ends ``max_ttl`` after its activation, which comes before ``max_ttl`` after
+        its creation (else it closed unactivated): ``created + 2 max_ttl`` bounds its end.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.session(record.id), _encode(record))
+            pipe.zadd(keys.OPEN_SESSIONS, {record.id: record.created + 2 * record.max_ttl})
+            await pipe.execute()
 
     async def get(self, session_id: str) -> SessionRecord | None:
         raw = await self.redis.get(keys.session(session_id))
@@ -187,20 +215,127 @@ class SessionStore:
             act = activity(await self.session_jobs(record))
         return record, act
 
+    async def _change(
+        self, session_id: str, change: Callable[[SessionRecord], SessionRecord | None]
+    ) -> tuple[SessionRecord, bool] | None:
+        """Apply ``change`` to the stored record under WATCH/MULTI, retrying on conflict.
+
+        ``change`` returns the new record, or ``None`` to keep the current one. Returns the
+        record as stored afterwards and whether this call wrote it; ``None`` if the session is gone.
+        A record that becomes closed leaves the open-session registry and gets its time to live.
+        """
+        key = keys.session(session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        return None
+                    old = _decode(raw)
+                    new = change(old)
+                    if new is None:
+                        return old, False
+                    pipe.multi()
+                    retention = self.jobs.retention
+                    if new.closed_at is not None and retention > 0:
+                        pipe.set(key, _encode(new), ex=max(1, int(retention)))
+                    else:
+                        pipe.set(key, _encode(new), keepttl=True)
+                    if new.closed_at is not None:
+                        pipe.zrem(keys.OPEN_SESSIONS, session_id)
+                    await pipe.execute()
+                    return new, True
+                except WatchError:
+                    continue
+
     async def set_accepting(self, record: SessionRecord, accepting: bool) -> SessionRecord:
-        """``PATCH /sessions/{id}``: stop (or resume) accepting jobs."""
-        new = msgspec.structs.replace(record, accepting_jobs=accepting)
-        await self.redis.set(keys.session(record.id), _encode(new))
-        return new
+        """``PATCH /sessions/{id}``: stop (or resume) accepting jobs; a closed session stays closed."""
+
+        def change(current: SessionRecord) -> SessionRecord | None:
+            if current.closed_at is not None or current.accepting_jobs == accepting:
+                return None
+            return msgspec.structs.replace(current, accepting_jobs=accepting)
+
+        outcome = await self._change(record.id, change)
+        return record if outcome is None else outcome[0]
 
     async def close(self, record: SessionRecord, when: float | None = None, reason: str | None = None) -> SessionRecord:
-        """Close the session now (``DELETE /sessions/{id}/close``) and cancel its queued jobs."""
-        if record.closed_at is not None:
+        """Close the session now (``DELETE /sessions/{id}/close``) and cancel its queued jobs.
+
+        The close is written first; every job created before it is then in the session's
+        index (jobs are created under :meth:`job_guard`), and every later one is refused, so
+        no queued job of the session is left to run.
+        """
+        closed_at = when or time.time()
+
+        def change(current: SessionRecord) -> SessionRecord | None:
+            if current.closed_at is not None:
+                return None
+            return msgspec.structs.replace(current, accepting_jobs=False, closed_at=closed_at)
+
+        outcome = await self._change(record.id, change)
+        if outcome is None:
             return record
-        new = msgspec.structs.replace(record, accepting_jobs=False, closed_at=when or time.time())
-        await self.redis.set(keys.session(record.id), _encode(new))
-        why = reason or "The session was closed."
-        for job in await self.session_jobs(record):
-            if job.status == JobStatus.QUEUED:
-                await self.jobs.cancel(job.id, f"Cancelled: {why}")
+        new, wrote = outcome
+        if wrote:
+            why = reason or "The session was closed."
+            for job in await self.session_jobs(new):
+                if job.status == JobStatus.QUEUED:
+                    await self.jobs.cancel(job.id, f"Cancelled: {why}")
         return new
+
+    def job_guard(self, session_id: str) -> Guard:
+        """The condition under which a job may be created in the session: it exists and is open
+        to jobs (``JobStore.create`` checks it in the job's own transaction).
+
+        The guard raises ``SessionNotFound`` (404) or ``Conflict`` (409), as admission does.
+        """
+
+        def check(raw: bytes | None) -> None:
+            if raw is None:
+                raise SessionNotFound(session_id)
+            current = _decode(raw)
+            if current.closed_at is not None:
+                raise Conflict(f"Session {session_id} is closed.")
+            if not current.accepting_jobs:
+                raise Conflict(f"Session {session_id} is not accepting jobs.")
+
+        return Guard(keys.session(session_id), check)
+
+    async def close_ended(self, now: float, limit: int = HOUSEKEEPING_SESSIONS) -> int:
+        """Close (and so start the retention of) up to ``limit`` sessions whose latest end has
+        passed but that nobody read since; returns how many were looked at."""
+        ids = await self.redis.zrangebyscore(keys.OPEN_SESSIONS, "-inf", now, start=0, num=limit)
+        for raw_id in ids:
+            session_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            found = await self.refresh(session_id)
+            if found is None:
+                await self.redis.zrem(keys.OPEN_SESSIONS, session_id)
+            elif found[0].closed_at is None:
+                # Still open (a job started late): look again when it can end at the latest.
+                await self.redis.zadd(keys.OPEN_SESSIONS, {session_id: expiry(*found) + found[0].max_ttl})
+        return len(ids)
+
+    async def housekeeping(self, now: float | None = None) -> bool:
+        """Retention work, at most once per ``HOUSEKEEPING_INTERVAL`` per process: close ended
+        sessions, trim expired jobs out of the indexes (:func:`shared.job_index.trim`).
+
+        Run after API writes (as a background task of the response), so a busy deployment
+        cleans up as it goes and an idle one has nothing new to clean. Errors are logged,
+        never raised: the request that triggered it has already succeeded. Returns whether a
+        pass ran.
+        """
+        now = time.time() if now is None else now
+        if now < self._next_housekeeping:
+            return False
+        self._next_housekeeping = now + self.HOUSEKEEPING_INTERVAL
+        try:
+            await self.close_ended(now)
+            await job_index.trim(self.redis, self.jobs.retention, now)
+        except RedisError as exc:
+            logger.warning("retention housekeeping failed: %s", exc)
+        except Exception:
+            # It runs after the response (a background task): nobody else would see the error.
+            logger.exception("retention housekeeping failed")
+        return True

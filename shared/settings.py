@@ -45,6 +45,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # QRS_API_KEYS: "key1=crn1,crn2;key2=crn3"; QRS_ACCESS_FILE: a JSON file (both may be set).
     api_keys: str | None = None
     access_file: str | None = None
+    # Seconds a finished job (record, params, result, logs) and a closed session are kept;
+    # 0 keeps them forever. Default: 30 days.
+    job_retention: float = 2_592_000
     max_params_bytes: int = 64 * 1024 * 1024
     default_shots: int = 4096
     max_shots: int = 10_000_000

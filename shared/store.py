@@ -4,12 +4,18 @@ All writers go through this class so that the indexes and the pending counts sta
 with the records. State changes are optimistic transactions (WATCH/MULTI): a job that was
 cancelled while a worker picked it up never becomes ``Running``, and a final state is never
 overwritten.
+
+Retention: a job that becomes final gets a time to live of ``retention`` seconds
+(``QRS_JOB_RETENTION``) on its record, params, result and logs, set in the transaction that
+makes it final; a live job's keys never expire. Index entries of expired jobs are trimmed by
+:func:`shared.job_index.trim`; usage counters expire ``USAGE_TTL`` after their last write.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import msgspec
@@ -19,6 +25,7 @@ from redis.exceptions import WatchError
 
 from shared import job_index, keys, stats
 from shared.models import JobRecord, JobStatus
+from shared.queue import queue_commands
 
 _T = TypeVar("_T")
 
@@ -28,6 +35,28 @@ _decode_record = msgspec.json.Decoder(JobRecord).decode
 # Cap the log of one job so a chatty or looping worker cannot fill Redis.
 MAX_LOG_LINES = 1000
 
+# Seconds a finished job is kept (QRS_JOB_RETENTION's default): 30 days.
+DEFAULT_RETENTION = 30 * 86_400
+# Seconds a monthly usage counter lives after its last write: the current month and a few before.
+USAGE_TTL = 100 * 86_400
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A key that a write depends on: the write is made only if ``check`` accepts the key's value.
+
+    ``check`` gets the raw value (``None`` when the key is missing) and raises to refuse the
+    write; the key is WATCHed, so a change between the check and the write retries both.
+    """
+
+    key: str
+    check: Callable[[bytes | None], None]
+
+
+def _job_keys(job_id: str) -> tuple[str, str, str, str]:
+    """The job's record, params, result and logs keys."""
+    return keys.job(job_id), keys.job_params(job_id), keys.job_result(job_id), keys.job_logs(job_id)
+
 
 def usage_period(ts: float) -> str:
     """The usage period (calendar month, UTC) that ``ts`` falls in, as ``YYYY-MM``."""
@@ -35,19 +64,50 @@ def usage_period(ts: float) -> str:
 
 
 class JobStore:
-    """Job persistence on an asyncio Redis client (``redis.asyncio.Redis`` or fakeredis)."""
+    """Job persistence on an asyncio Redis client (``redis.asyncio.Redis`` or fakeredis).
 
-    def __init__(self, redis: Redis) -> None:
+    Args:
+        redis: the client (the ``ArqRedis`` pool in the API and workers).
+        retention: seconds a finished job is kept; 0 keeps finished jobs forever.
+    """
+
+    def __init__(self, redis: Redis, retention: float = DEFAULT_RETENTION) -> None:
         self.redis = redis
+        self.retention = retention
 
-    async def create(self, record: JobRecord, params: bytes) -> None:
-        """Store a new ``Queued`` job with its verbatim params and add it to the indexes."""
+    async def create(
+        self, record: JobRecord, params: bytes, *, queue_name: str | None = None, guard: Guard | None = None
+    ) -> None:
+        """Store a new ``Queued`` job with its verbatim params, index it and (with ``queue_name``)
+        queue it for arq, all in one MULTI/EXEC: either all of it is written or none.
+
+        Redis applies a transaction whole or not at all when the connection breaks, so a
+        submission that fails leaves no record that could run later (the client re-POSTs a
+        failed submission as a new job). Replaying the transaction is harmless: every command
+        writes the same value again.
+
+        Raises:
+            redis.exceptions.RedisError: nothing was stored (or, rarely, all of it was and the
+                reply was lost for longer than the connection retries).
+            Exception: whatever ``guard.check`` raises; nothing was stored.
+        """
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.job(record.id), _encode(record))
-            pipe.set(keys.job_params(record.id), params)
-            job_index.add_commands(pipe, record)
-            pipe.sadd(keys.pending(record.backend), record.id)
-            await pipe.execute()
+            while True:
+                try:
+                    if guard is not None:
+                        await pipe.watch(guard.key)
+                        guard.check(await pipe.get(guard.key))
+                        pipe.multi()
+                    pipe.set(keys.job(record.id), _encode(record))
+                    pipe.set(keys.job_params(record.id), params)
+                    job_index.add_commands(pipe, record)
+                    pipe.sadd(keys.pending(record.backend), record.id)
+                    if queue_name is not None:
+                        queue_commands(pipe, queue_name, record.id, getattr(self.redis, "job_serializer", None))
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.get(keys.job(job_id))
@@ -68,11 +128,21 @@ class JobStore:
         return float(await self.redis.get(keys.usage(instance, period)) or 0.0)
 
     async def log(self, job_id: str, line: str) -> None:
-        """Append a line to the job's log (``GET /jobs/{id}/logs``)."""
+        """Append a line to the job's log (``GET /jobs/{id}/logs``).
+
+        A line written after the job is final (a cancellation notice) gives the log the
+        record's remaining time to live, and one written after the record is gone is dropped.
+        """
+        key = keys.job_logs(job_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(keys.job_logs(job_id), line)
-            pipe.ltrim(keys.job_logs(job_id), -MAX_LOG_LINES, -1)
-            await pipe.execute()
+            pipe.rpush(key, line)
+            pipe.ltrim(key, -MAX_LOG_LINES, -1)
+            pipe.pttl(keys.job(job_id))
+            *_, left_ms = await pipe.execute()
+        if left_ms > 0:
+            await self.redis.pexpire(key, left_ms)
+        elif left_ms == -2:
+            await self.redis.delete(key)
 
     async def logs(self, job_id: str) -> list[str]:
         lines = await self.redis.lrange(keys.job_logs(job_id), 0, -1)
@@ -97,20 +167,27 @@ class JobStore:
             new = change(old)
             if new is None:
                 return None
-            pipe.set(keys.job(job_id), _encode(new))
+            # KEEPTTL: a tag change on a finished job must not make it permanent again.
+            pipe.set(keys.job(job_id), _encode(new), keepttl=True)
             job_index.update_commands(pipe, old, new)
             if log:
                 pipe.rpush(keys.job_logs(job_id), *log)
                 pipe.ltrim(keys.job_logs(job_id), -MAX_LOG_LINES, -1)
-            if new.status.final:
+            if new.status.final and not old.status.final:
                 pipe.srem(keys.pending(new.backend), job_id)
                 stats.record_final(pipe, new)
                 if result is not None:
                     pipe.set(keys.job_result(job_id), result)
+                if self.retention > 0:
+                    ttl = max(1, int(self.retention))
+                    for key in _job_keys(job_id):
+                        pipe.expire(key, ttl)
                 pipe.publish(keys.FINISHED_CHANNEL, job_id)
                 if new.quantum_seconds:
                     period = usage_period(new.finished or time.time())
-                    pipe.incrbyfloat(keys.usage(new.instance, period), new.quantum_seconds)
+                    usage = keys.usage(new.instance, period)
+                    pipe.incrbyfloat(usage, new.quantum_seconds)
+                    pipe.expire(usage, USAGE_TTL)
             return new
 
         return await self._transact(job_id, write)
@@ -221,7 +298,7 @@ class JobStore:
         """Remove the job's record, params, result, logs and index entries; ``False`` if it was gone."""
 
         def write(pipe: Pipeline, record: JobRecord) -> bool:
-            pipe.delete(keys.job(job_id), keys.job_params(job_id), keys.job_result(job_id), keys.job_logs(job_id))
+            pipe.delete(*_job_keys(job_id))
             pipe.srem(keys.pending(record.backend), job_id)
             job_index.remove_commands(pipe, record)
             return True

@@ -89,7 +89,7 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
     doorbell = Doorbell(pool, settings.queue_name)
 
     async def startup(ctx: dict[str, Any]) -> None:
-        ctx.update(store=JobStore(pool), runner=runner, settings=settings, worker_id=worker_id)
+        ctx.update(store=JobStore(pool, settings.job_retention), runner=runner, settings=settings, worker_id=worker_id)
         runner.start()
         await doorbell.start()
         await heartbeat.start()

@@ -6,6 +6,7 @@ import secrets
 import time
 
 import msgspec
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -16,7 +17,7 @@ from api.responses import MsgspecResponse
 from shared.errors import InvalidRequest, JobNotFound, PayloadTooLarge, ProgramNotFound
 from shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
 from shared.models import JobRecord, JobStatus, JobSubmission, job_view
-from shared.queue import enqueue_run
+from shared.queue import ring_doorbell
 
 PROGRAMS = frozenset({"sampler", "estimator", "executor"})
 MAX_TAG_LENGTH = 255
@@ -108,7 +109,7 @@ def _validate(submission: JobSubmission, request: Request) -> None:
 
 
 async def create_job(request: Request) -> Response:
-    """``POST /jobs``: validate, store the job with its params verbatim, enqueue it.
+    """``POST /jobs``: validate, then store the job with its params verbatim and queue it atomically.
 
     Answers ``{"id", "backend"}`` at once. 404 for an unknown program or backend, 400 for a
     malformed body, 413 for an oversize one.
@@ -121,7 +122,7 @@ async def create_job(request: Request) -> Response:
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Invalid job submission: {exc}") from None
     _validate(submission, request)
-    await admit(request, principal, submission)
+    guard = await admit(request, principal, submission)
     assert submission.backend is not None
     record = JobRecord(
         id=new_job_id(),
@@ -139,14 +140,17 @@ async def create_job(request: Request) -> Response:
         user=principal.user,
     )
     store = request.state.store
-    await store.create(record, bytes(submission.params))
-    await enqueue_run(request.state.pool, settings.queue_name, record.id)
+    # Record, indexes and arq queue entry in one transaction: a failure here leaves nothing
+    # that could run after the client re-POSTs (it retries 5xx answers as new jobs).
+    await store.create(record, bytes(submission.params), queue_name=settings.queue_name, guard=guard)
+    await ring_doorbell(request.state.pool, settings.queue_name)
     answer: dict[str, object] = {"id": record.id, "backend": record.backend}
     if record.session_id:
         answer["session_id"] = record.session_id
     if record.private:
         answer["private"] = True
-    return MsgspecResponse(answer)
+    # Retention housekeeping (at most once a minute) after the answer is sent, not before.
+    return MsgspecResponse(answer, background=BackgroundTask(request.state.sessions.housekeeping))
 
 
 async def load_job(request: Request) -> JobRecord:

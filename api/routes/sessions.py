@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import msgspec
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -67,7 +68,9 @@ async def create_session(request: Request) -> Response:
     await sessions.create(record)
     found = await sessions.refresh(record.id)
     assert found is not None
-    return MsgspecResponse(session_view(*found, time.time()))
+    # Retention housekeeping (at most once a minute) after the answer is sent, not before.
+    view = session_view(found[0], found[1], time.time())
+    return MsgspecResponse(view, background=BackgroundTask(sessions.housekeeping))
 
 
 async def get_session(request: Request) -> Response:
@@ -76,21 +79,21 @@ async def get_session(request: Request) -> Response:
     found = await request.state.sessions.refresh(record.id)
     if found is None:
         raise SessionNotFound(record.id)
-    return MsgspecResponse(session_view(*found, time.time()))
+    return MsgspecResponse(session_view(found[0], found[1], time.time()))
 
 
 async def update_session(request: Request) -> Response:
     """``PATCH /sessions/{id}`` ``{"accepting_jobs": false}`` (``Session.close()``): 204.
 
-    The session closes once its queued and running jobs are done.
+    The session closes once its queued and running jobs are done. The change is a
+    compare-and-set on the stored record: a session closed meanwhile stays closed.
     """
     record = await _load(request)
     try:
         patch = _decode_patch(await request.body())
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Invalid session update: {exc}") from None
-    if record.closed_at is None:
-        await request.state.sessions.set_accepting(record, patch.accepting_jobs)
+    await request.state.sessions.set_accepting(record, patch.accepting_jobs)
     return Response(status_code=204)
 
 

@@ -5,6 +5,11 @@ The client sends only the options a user set, as nested dicts (PROTOCOL.md §5.2
 ``simulator.noise_model``. Options that only make sense on hardware (dynamical decoupling,
 twirling, resilience, rep_delay...) are accepted, have no effect on a simulator, and are listed
 in the result metadata under ``ignored_options`` and in the job log.
+
+The report keeps small values as sent (``{"dynamical_decoupling": {"enable": True}}``) but
+never copies a large one into the result: a string, list or other object above
+``MAX_REPORTED_VALUE`` characters is replaced by a short description of it (a 60 MB ignored
+option was once stored twice, in params and in the result).
 """
 
 from __future__ import annotations
@@ -17,13 +22,20 @@ from qiskit_aer.noise import NoiseModel
 
 from worker.errors import ProgramError
 
+# Largest ignored value (characters of its repr, items of a list) copied into the result metadata.
+MAX_REPORTED_VALUE = 256
+# Nesting, and entries of one mapping or list, beyond which an ignored value is summarised.
+MAX_REPORTED_DEPTH = 4
+MAX_REPORTED_ITEMS = 64
+
 # Options consumed elsewhere (client side, or the API/worker itself), so not "ignored".
 _HANDLED_ELSEWHERE = {"max_execution_time", "environment", "experimental"}
 
 
 @dataclass
 class SimulatorChoices:
-    """Options that change the simulation; ``ignored`` holds the rest, nested as received."""
+    """Options that change the simulation; ``ignored`` holds the rest, nested as received with
+    large values summarised (``_report``)."""
 
     default_shots: int | None = None
     default_precision: float | None = None
@@ -39,6 +51,35 @@ def _pop_int(options: dict[str, Any], key: str, minimum: int = 1) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ProgramError(f"Option {key} must be an integer >= {minimum}, got {value!r}.")
     return value
+
+
+def _reportable(value: Any, depth: int = 0) -> Any:
+    """``value`` itself when small, else a short text naming its type and size (never its content)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= MAX_REPORTED_VALUE else f"<str of {len(value)} characters, not copied>"
+    if isinstance(value, dict | list | tuple) and depth < MAX_REPORTED_DEPTH and len(value) <= MAX_REPORTED_ITEMS:
+        small: Any
+        if isinstance(value, dict):
+            small = {str(k)[:MAX_REPORTED_VALUE]: _reportable(v, depth + 1) for k, v in value.items()}
+        else:
+            small = [_reportable(v, depth + 1) for v in value]
+        if len(repr(small)) <= MAX_REPORTED_VALUE * 4:
+            return small
+    if isinstance(value, dict | list | tuple):
+        kind = "mapping" if isinstance(value, dict) else "list"
+        return f"<{kind} of {len(value)} items, not copied>"
+    return f"<{type(value).__name__}, not copied>"
+
+
+def _report(options: dict[str, Any]) -> dict[str, Any]:
+    """The ignored options as reported: every name (up to ``MAX_REPORTED_ITEMS``), small values."""
+    names = list(options)
+    report = {str(name)[:MAX_REPORTED_VALUE]: _reportable(options[name]) for name in names[:MAX_REPORTED_ITEMS]}
+    if len(names) > MAX_REPORTED_ITEMS:
+        report["..."] = f"<{len(names) - MAX_REPORTED_ITEMS} more options, not copied>"
+    return report
 
 
 def parse_options(raw: dict[str, Any] | None, *, estimator: bool) -> SimulatorChoices:
@@ -65,5 +106,5 @@ def parse_options(raw: dict[str, Any] | None, *, estimator: bool) -> SimulatorCh
         options["simulator"] = simulator
     for key in _HANDLED_ELSEWHERE:
         options.pop(key, None)
-    choices.ignored = options
+    choices.ignored = _report(options)
     return choices
