@@ -24,6 +24,7 @@ from worker.errors import ProgramError
 from worker.executors.base import Executor
 from worker.jobspec import Defaults
 from worker.programs.options import SimulatorChoices, parse_options
+from worker.programs.served import for_served_backend
 
 
 @dataclass
@@ -32,11 +33,13 @@ class ProgramOutput:
 
     ``result`` is a ``PrimitiveResult`` (sent as RuntimeEncoder JSON) or, for programs whose
     results follow a published schema (``executor``), the already encoded JSON bytes.
+    ``billable`` is false for dry runs on mock backends: no usage is counted for them.
     """
 
     result: PrimitiveResult | bytes
     warnings: list[str] = field(default_factory=list)
     num_pubs: int = 0
+    billable: bool = True
 
 
 def _parameter_values(circuit: QuantumCircuit, values: Any) -> Any:
@@ -150,4 +153,4 @@ def run_estimator(params: dict[str, Any], backend: str, executor: Executor, defa
     return ProgramOutput(_with_metadata(result, ignored, executor.device), warnings, len(pubs))
 
 
-PROGRAMS = {"sampler": run_sampler, "estimator": run_estimator}
+PROGRAMS = {"sampler": for_served_backend(run_sampler), "estimator": for_served_backend(run_estimator)}
