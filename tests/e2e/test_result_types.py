@@ -128,3 +128,22 @@ def embedded_service(embedded, monkeypatch: pytest.MonkeyPatch):  # type: ignore
     from qiskit_ibm_runtime import QiskitRuntimeService
 
     return QiskitRuntimeService()
+
+
+def test_sampler_reports_execution_spans_as_ibm_does(embedded_service) -> None:
+    """IBM's SamplerV2 results carry ``metadata["execution"]["execution_spans"]``: when each
+    PUB's shots were taken, usable with each span's ``mask`` and ``draw_execution_spans``."""
+    from qiskit_ibm_runtime import SamplerV2
+    from qiskit_ibm_runtime.execution_span import ExecutionSpans
+
+    backend = embedded_service.backend("fake_manila")
+    scalar = _pub("SamplerV2", "scalar", backend)
+    broadcast = _pub("SamplerV2", "broadcast", backend)
+    result = SamplerV2(mode=backend).run([scalar, broadcast], shots=64).result()
+    spans = result.metadata["execution"]["execution_spans"]
+    assert isinstance(spans, ExecutionSpans) and len(spans) >= 1
+    assert spans.start <= spans.stop
+    assert spans.pub_idxs == [0, 1]
+    covered = np.logical_or.reduce([span.mask(1) for span in spans.filter_by_pub(1)])
+    assert covered.shape == (2, 3, 64) and covered.all()
+    assert np.logical_or.reduce([span.mask(0) for span in spans.filter_by_pub(0)]).shape == (64,)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,26 @@ def _with_metadata(result: PrimitiveResult, ignored: dict[str, Any], device: str
     return PrimitiveResult(list(result), metadata=metadata)
 
 
+def _with_execution_spans(
+    result: PrimitiveResult, pubs: list[SamplerPub], shots: int, start: datetime, stop: datetime
+) -> PrimitiveResult:
+    """Add IBM's ``metadata["execution"]["execution_spans"]`` to a sampler result.
+
+    All PUBs are simulated in one executor call, so one ``DoubleSliceSpan`` from its start to
+    its stop (UTC) covers every shot of every PUB: ``{pub index: ((*pub.shape, shots),
+    slice over the flattened bindings, slice over the shots)}``.
+    """
+    from qiskit_ibm_runtime.execution_span import DoubleSliceSpan, ExecutionSpans
+
+    slices = {}
+    for index, pub in enumerate(pubs):
+        pub_shots = pub.shots if pub.shots is not None else shots
+        slices[index] = ((*pub.shape, pub_shots), slice(0, math.prod(pub.shape)), slice(0, pub_shots))
+    metadata = dict(result.metadata)
+    metadata["execution"] = {"execution_spans": ExecutionSpans([DoubleSliceSpan(start, stop, slices)])}
+    return PrimitiveResult(list(result), metadata=metadata)
+
+
 def run_sampler(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> ProgramOutput:
     """Run sampler ``params`` on ``backend``.
 
@@ -115,7 +136,9 @@ def run_sampler(params: dict[str, Any], backend: str, executor: Executor, defaul
         except (ValueError, TypeError) as exc:
             raise ProgramError(f"PUB {i} is invalid: {exc}") from None
     ignored, warnings = _warnings(choices, {})
+    start = datetime.now(UTC)
     result = executor.sample(backend, pubs, shots=shots, seed=choices.seed, noise_model=choices.noise_model)
+    result = _with_execution_spans(result, pubs, shots, start, datetime.now(UTC))
     return ProgramOutput(_with_metadata(result, ignored, executor.device), warnings, len(pubs))
 
 
