@@ -323,6 +323,12 @@ class BackendCatalog:
         """The names whose jobs count in ``name``'s queue length (all names of its device)."""
         return self._groups[self.get(name).queue_group]
 
+    def same_device(self, name: str, other: str) -> bool:
+        """Whether ``name`` and ``other`` are served names of one device (its mocks included)."""
+        if name not in self._served or other not in self._served:
+            return name == other
+        return self._served[name].device is self._served[other].device
+
     def __contains__(self, name: object) -> bool:
         return name in self._served
 

@@ -208,6 +208,33 @@ def test_dry_run_executor_sampler(service) -> None:
     assert _usage(service) == before
 
 
+def test_dry_run_inside_a_session(deployment, service) -> None:
+    """A session on a device takes the dry runs of its mock too (the client sends them with the
+    session's id), and jobs sent under another name of the session's device."""
+    import json
+
+    from qiskit_ibm_runtime import RuntimeEncoder, SamplerV2, Session
+
+    backend = service.backend("ibm_sherbrooke")
+    with Session(backend=backend) as session:
+        sampler = SamplerV2(mode=session)
+        dry = sampler.run([bell(backend)], shots=20, dry_run=True)
+        assert dry.backend().name == "mock_sherbrooke"
+        assert dry.result()[0].data.meas.num_shots == 20
+        real = sampler.run([bell(backend)], shots=20)
+        assert real.result()[0].data.meas.num_shots == 20
+        assert dry.session_id == real.session_id == session.session_id
+        params = {"pubs": [(bell(backend), None, 20)], "version": 2, "support_qiskit": True}
+        body = {"program_id": "sampler", "backend": "fake_sherbrooke", "session_id": session.session_id}
+        body["params"] = params
+        url, headers = f"{deployment.base}/api/v1/jobs", _headers(deployment.base)
+        other_name = httpx.post(url, content=json.dumps(body, cls=RuntimeEncoder), headers=headers)
+        assert other_name.status_code == 200, other_name.text
+        body["backend"] = "fake_manila"
+        other_device = httpx.post(url, content=json.dumps(body, cls=RuntimeEncoder), headers=headers)
+        _assert_ibm_error(other_device, 400)
+
+
 # --- operator aliases (QRS_BACKEND_ALIASES) -------------------------------------------------
 
 
