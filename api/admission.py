@@ -37,7 +37,7 @@ async def check_session(request: Request, principal: Principal, submission: JobS
     Raises:
         SessionNotFound: unknown session, or another instance's (404).
         Conflict: the session is closed or no longer accepts jobs (409).
-        InvalidRequest: the job's backend differs from the session's (400).
+        InvalidRequest: the job's backend is another device than the session's (400).
     """
     if not submission.session_id:
         return
@@ -49,7 +49,8 @@ async def check_session(request: Request, principal: Principal, submission: JobS
         raise Conflict(f"Session {record.id} is closed.")
     if not record.accepting_jobs:
         raise Conflict(f"Session {record.id} is not accepting jobs.")
-    if submission.backend and submission.backend != record.backend:
+    # Any name of the session's device will do, its mock too (dry runs in a session).
+    if submission.backend and not request.state.catalog.same_device(submission.backend, record.backend):
         raise InvalidRequest(
             f"Session {record.id} runs on backend {record.backend}; the job asks for {submission.backend}."
         )

@@ -118,7 +118,7 @@ def create_app(
         on_ready: called once start-up is complete (prints the client recipe).
     """
     settings = settings or load_settings()
-    catalog = BackendCatalog()
+    catalog = BackendCatalog(aliases=settings.backend_aliases)
     access = load_policy(settings)
 
     @contextlib.asynccontextmanager

@@ -125,6 +125,8 @@ def job_view(record: JobRecord, params: msgspec.Raw | None = None) -> dict[str, 
         "usage": {"quantum_seconds": usage_seconds, "seconds": usage_seconds},
         "estimated_running_time_seconds": None,
     }
+    if record.calibration_id is not None:
+        view["calibration_id"] = record.calibration_id
     if params is not None:
         view["params"] = params
     return view

@@ -64,6 +64,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Comma-separated backends whose noise models a worker builds at start-up, e.g.
     # "fake_sherbrooke,fake_manila": the first job on them then skips that (~2 s on 127 qubits).
     preload_backends: str = ""
+    # Extra backend names, "alias=backend,alias2=backend2" (backend: any served name). API and
+    # workers must be given the same value: workers map a job's backend name with it.
+    backend_aliases: str = ""
     # MiB one job's simulation may use (Aer's max_memory_mb, the pre-run estimate and the
     # simulation process's data-size limit); 0 means half of the machine's memory.
     job_memory_limit: int = 0

@@ -85,7 +85,9 @@ def execute(request: ExecutionRequest) -> Outcome:
     elapsed = time.perf_counter() - start
     result = output.result
     text = result if isinstance(result, bytes) else json.dumps(result, cls=RuntimeEncoder).encode()
-    return Outcome(text, output.warnings, output.num_pubs, elapsed, qiskit.__version__)
+    # Dry runs on mock backends bill no usage, as on IBM.
+    billed = elapsed if output.billable else 0.0
+    return Outcome(text, output.warnings, output.num_pubs, billed, qiskit.__version__)
 
 
 def warm_up(device: str = "CPU", backends: Sequence[str] = ()) -> None:

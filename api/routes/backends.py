@@ -11,36 +11,64 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.responses import MsgspecResponse, RawJSONResponse
 from shared import keys
+from shared.backends import ServedBackend
 from shared.errors import InvalidRequest, NotFound
 
 
+def _bool_param(value: str | None) -> bool:
+    # The client sends include_mocks=True with a capital T (PROTOCOL.md P15).
+    return (value or "").lower() == "true"
+
+
 async def list_backends(request: Request) -> Response:
-    """``GET /backends``: every fake backend with status, qubit count and live queue length."""
+    """``GET /backends``: every served name with status, qubit count, calibration id and the
+    live queue length of its device (jobs sent under any of the device's names).
+
+    Mock devices (``"class": "mock"``) only with ``include_mocks=true``, as on IBM.
+    """
     authenticate(request)
     catalog = request.state.catalog
-    names = catalog.names()
+    names = catalog.names(include_mocks=_bool_param(request.query_params.get("include_mocks")))
+    everything = catalog.names(include_mocks=True)
     async with request.state.store.redis.pipeline(transaction=False) as pipe:
-        for name in names:
+        for name in everything:
             pipe.scard(keys.pending(name))
-        counts = await pipe.execute()
-    devices = [catalog.get(n).device_entry(int(c)) for n, c in zip(names, counts, strict=True)]
+        counts = dict(zip(everything, await pipe.execute(), strict=True))
+    devices = [
+        catalog.get(n).device_entry(sum(int(counts[m]) for m in catalog.same_queue(n))) for n in names
+    ]
     return MsgspecResponse({"devices": devices})
 
 
+def _served(request: Request) -> ServedBackend:
+    """The path's backend, checked against the ``calibration_id`` query parameter if given.
+
+    Raises:
+        BackendNotFound, CalibrationNotFound: 404 (the client then raises ``QiskitBackendNotFoundError``).
+    """
+    backend: ServedBackend = request.state.catalog.get(request.path_params["name"])
+    backend.check_calibration(request.query_params.get("calibration_id"))
+    return backend
+
+
 async def configuration(request: Request) -> Response:
-    """``GET /backends/{name}/configuration``: the conf JSON, ``backend_name`` = served name."""
+    """``GET /backends/{name}/configuration``: the conf JSON, ``backend_name`` = served name.
+
+    ``calibration_id`` must be the device's (404 otherwise).
+    """
     authenticate(request)
-    backend = request.state.catalog.get(request.path_params["name"])
-    return RawJSONResponse(backend.configuration_json)
+    return RawJSONResponse(_served(request).configuration_json)
 
 
 async def properties(request: Request) -> Response:
-    """``GET /backends/{name}/properties``: calibration data, ``{}`` when there is none.
+    """``GET /backends/{name}/properties``: calibration data with ``calibration_id``, ``{}``
+    when there is none.
 
-    ``updated_before`` (ISO 8601) returns the snapshot only if it is not newer than that date.
+    ``updated_before`` (ISO 8601) returns the snapshot only if it is not newer than that date;
+    ``calibration_id`` must be the device's (404 otherwise).
     """
     authenticate(request)
-    backend = request.state.catalog.get(request.path_params["name"])
+    backend = _served(request)
     if updated_before := request.query_params.get("updated_before"):
         try:
             when = datetime.fromisoformat(updated_before.replace("Z", "+00:00"))
@@ -51,11 +79,15 @@ async def properties(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """``GET /backends/{name}/status``: always operational; ``length_queue`` counts pending jobs."""
+    """``GET /backends/{name}/status``: always operational; ``length_queue`` counts the pending
+    jobs of the device under all its names."""
     authenticate(request)
     name = request.path_params["name"]
-    backend = request.state.catalog.get(name)
-    queue = await request.state.store.pending_count(name)
+    catalog = request.state.catalog
+    backend = catalog.get(name)
+    queue = 0
+    for other in catalog.same_queue(name):
+        queue += await request.state.store.pending_count(other)
     return MsgspecResponse(
         {
             "state": True,

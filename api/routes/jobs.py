@@ -89,7 +89,9 @@ def _validate(submission: JobSubmission, request: Request) -> None:
         raise ProgramNotFound(submission.program_id)
     if not submission.backend:
         raise InvalidRequest("A backend is required: set the 'backend' field.")
-    request.state.catalog.get(submission.backend)
+    # The backend may be any served name (fake_*, IBM name, alias, mock_*); a calibration_id
+    # must be the device's, else 404 as for an unknown backend.
+    request.state.catalog.get(submission.backend).check_calibration(submission.calibration_id)
     if not bytes(submission.params).strip(b" \t\r\n").startswith(b"{"):
         raise InvalidRequest("The 'params' field is required and must be a JSON object.")
     if submission.program_id == "executor":
@@ -136,7 +138,8 @@ async def create_job(request: Request) -> Response:
         cost=submission.cost,
         private=bool(submission.private),
         runtime=submission.runtime or "",
-        calibration_id=submission.calibration_id,
+        # The calibration the job runs with: the requested one, which can only be the device's.
+        calibration_id=request.state.catalog.get(submission.backend).calibration_id,
         user=principal.user,
     )
     store = request.state.store

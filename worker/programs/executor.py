@@ -30,6 +30,7 @@ from worker.errors import ProgramError
 from worker.executors.base import Executor
 from worker.jobspec import Defaults
 from worker.programs.primitives import ProgramOutput
+from worker.programs.served import for_served_backend
 
 
 @dataclass
@@ -273,6 +274,7 @@ def encode_result(decoded: DecodedProgram, runs: list[ItemRun]) -> bytes:
     return result.model_dump_json().encode()
 
 
+@for_served_backend
 def run_executor(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> ProgramOutput:
     """Run executor ``params`` (plain JSON, PROTOCOL.md §5.3) on ``backend``.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from worker.errors import ProgramError
 from worker.executors.base import Executor
 from worker.jobspec import Defaults
 from worker.programs.options import SimulatorChoices, parse_options
+from worker.programs.served import for_served_backend
 
 
 @dataclass
@@ -32,11 +34,13 @@ class ProgramOutput:
 
     ``result`` is a ``PrimitiveResult`` (sent as RuntimeEncoder JSON) or, for programs whose
     results follow a published schema (``executor``), the already encoded JSON bytes.
+    ``billable`` is false for dry runs on mock backends: no usage is counted for them.
     """
 
     result: PrimitiveResult | bytes
     warnings: list[str] = field(default_factory=list)
     num_pubs: int = 0
+    billable: bool = True
 
 
 def _parameter_values(circuit: QuantumCircuit, values: Any) -> Any:
@@ -87,6 +91,26 @@ def _with_metadata(result: PrimitiveResult, ignored: dict[str, Any], device: str
     return PrimitiveResult(list(result), metadata=metadata)
 
 
+def _with_execution_spans(
+    result: PrimitiveResult, pubs: list[SamplerPub], shots: int, start: datetime, stop: datetime
+) -> PrimitiveResult:
+    """Add IBM's ``metadata["execution"]["execution_spans"]`` to a sampler result.
+
+    All PUBs are simulated in one executor call, so one ``DoubleSliceSpan`` from its start to
+    its stop (UTC) covers every shot of every PUB: ``{pub index: ((*pub.shape, shots),
+    slice over the flattened bindings, slice over the shots)}``.
+    """
+    from qiskit_ibm_runtime.execution_span import DoubleSliceSpan, ExecutionSpans
+
+    slices = {}
+    for index, pub in enumerate(pubs):
+        pub_shots = pub.shots if pub.shots is not None else shots
+        slices[index] = ((*pub.shape, pub_shots), slice(0, math.prod(pub.shape)), slice(0, pub_shots))
+    metadata = dict(result.metadata)
+    metadata["execution"] = {"execution_spans": ExecutionSpans([DoubleSliceSpan(start, stop, slices)])}
+    return PrimitiveResult(list(result), metadata=metadata)
+
+
 def run_sampler(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> ProgramOutput:
     """Run sampler ``params`` on ``backend``.
 
@@ -112,7 +136,9 @@ def run_sampler(params: dict[str, Any], backend: str, executor: Executor, defaul
         except (ValueError, TypeError) as exc:
             raise ProgramError(f"PUB {i} is invalid: {exc}") from None
     ignored, warnings = _warnings(choices, {})
+    start = datetime.now(UTC)
     result = executor.sample(backend, pubs, shots=shots, seed=choices.seed, noise_model=choices.noise_model)
+    result = _with_execution_spans(result, pubs, shots, start, datetime.now(UTC))
     return ProgramOutput(_with_metadata(result, ignored, executor.device), warnings, len(pubs))
 
 
@@ -150,4 +176,4 @@ def run_estimator(params: dict[str, Any], backend: str, executor: Executor, defa
     return ProgramOutput(_with_metadata(result, ignored, executor.device), warnings, len(pubs))
 
 
-PROGRAMS = {"sampler": run_sampler, "estimator": run_estimator}
+PROGRAMS = {"sampler": for_served_backend(run_sampler), "estimator": for_served_backend(run_estimator)}
