@@ -31,7 +31,7 @@ from api.routes import backends, instances, job_actions, jobs, ops, sessions
 from api.state import AppState
 from shared import keys
 from shared.backends import BackendCatalog
-from shared.errors import MORE_INFO, ApiError
+from shared.errors import MORE_INFO, ApiError, UriTooLong
 from shared.queue import connect
 from shared.sessions import SessionStore
 from shared.settings import Settings, load_settings
@@ -43,22 +43,35 @@ API_PREFIX = "/api/v1"
 
 
 class PrefixMiddleware:
-    """Serves the runtime API under any path prefix that ends in ``/api/v1``.
+    """Serves the runtime API under any path prefix that ends in ``/api/v1``, with or without a
+    trailing slash, and refuses oversize query strings.
 
     The client keeps a ``QISKIT_IBM_URL`` verbatim only when it contains ``experimental``
     (PROTOCOL.md §1), so ``/experimental/api/v1/jobs`` must reach the same handler as
-    ``/api/v1/jobs``.
+    ``/api/v1/jobs``. A trailing slash is dropped here instead of being redirected: Starlette's
+    redirect builds its ``Location`` from the ``Host`` header and the rewritten path, so it
+    pointed at whatever host the caller named and lost the prefix.
+
+    A query string over ``max_query_bytes`` is answered 414 in IBM's format; the HTTP server's
+    own limit on the request line (``QRS_MAX_HEADER_BYTES``) is higher, so this answer comes first.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_query_bytes: int) -> None:
         self.app = app
+        self.max_query_bytes = max_query_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if len(scope.get("query_string", b"")) > self.max_query_bytes:
+                error = UriTooLong(f"The query string exceeds the limit of {self.max_query_bytes} bytes.")
+                await error_response(error)(scope, receive, send)
+                return
             path: str = scope["path"]
             cut = path.find(API_PREFIX + "/")
-            if cut > 0:
-                scope = dict(scope, path=path[cut:], root_path=scope.get("root_path", ""))
+            stripped = path.rstrip("/") or "/"
+            if cut > 0 or stripped != path:
+                path = stripped[cut:] if cut > 0 else stripped
+                scope = dict(scope, path=path, root_path=scope.get("root_path", ""))
         await self.app(scope, receive, send)
 
 
@@ -169,5 +182,10 @@ def create_app(
             Exception: _server_error,
         },
     )
-    app.add_middleware(PrefixMiddleware)
+    # Never redirect (see PrefixMiddleware); the mounted API has its own router.
+    app.router.redirect_slashes = False
+    for route in routes:
+        if isinstance(route, Mount):
+            route.app.redirect_slashes = False  # type: ignore[attr-defined]
+    app.add_middleware(PrefixMiddleware, max_query_bytes=settings.max_query_bytes)
     return app
