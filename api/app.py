@@ -10,11 +10,13 @@ Request path::
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import msgspec
 from arq.connections import ArqRedis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,7 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import auth
 from api.access import load_policy
 from api.finished import FinishedJobs
-from api.responses import MsgspecResponse, error_response
+from api.openapi import openapi_document
+from api.responses import MsgspecResponse, RawJSONResponse, error_response
 from api.routes import backends, instances, job_actions, jobs, ops, sessions
 from api.state import AppState
 from shared import keys
@@ -114,6 +117,13 @@ async def health(request: Request) -> Response:
     return MsgspecResponse({"status": "ok"})
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("qiskit-runtime-server")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
 def create_app(
     settings: Settings | None = None,
     pool: ArqRedis | None = None,
@@ -163,9 +173,14 @@ def create_app(
             if own_pool:
                 await redis.aclose()
 
+    async def openapi(request: Request) -> Response:
+        """``GET /openapi.json``: the OpenAPI document of every route (api/openapi.py)."""
+        return RawJSONResponse(document)
+
     runtime_routes = backends.routes + jobs.routes + job_actions.routes + sessions.routes + instances.routes
     routes = [
         Route("/health", health),
+        Route("/openapi.json", openapi),
         *ops.routes,
         Route("/identity/token", auth.issue_token, methods=["POST"]),
         Route("/search/v3/resources/search", auth.search_resources, methods=["POST"]),
@@ -173,6 +188,8 @@ def create_app(
         Route("/catalog/{plan_id}", auth.catalog_plan),
         Mount(API_PREFIX, routes=runtime_routes),
     ]
+    # The document describes every route, its own included, so it is encoded once they exist.
+    document = msgspec.json.encode(openapi_document(routes, _version()))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
