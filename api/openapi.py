@@ -89,7 +89,7 @@ def _json_body(schema: str) -> dict[str, Any]:
 # (method, path) -> the operation's summary, query parameters, body and whether it needs credentials.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/health"): {"summary": "The process is up.", "auth": False},
-    ("GET", "/ready"): {"summary": "Redis reachable and at least one live worker (503 otherwise).", "auth": False},
+    ("GET", "/ready"): {"summary": "Redis reachable and a live worker: 200, else 503.", "auth": False, "503": True},
     ("GET", "/workers"): {"summary": "Live workers and what they run.", "auth": False},
     ("GET", "/metrics"): {"summary": "Prometheus metrics.", "auth": False, "media": "text/plain"},
     ("GET", "/openapi.json"): {"summary": "This document.", "auth": False},
@@ -183,6 +183,8 @@ def _operation(method: str, path: str) -> dict[str, Any]:
             "4XX": {"description": "A client mistake, in IBM's error format.", **error},
         },
     }
+    if described.get("503"):
+        operation["responses"]["503"] = {"description": "Not ready: the reasons are listed."}
     if "body" in described:
         operation["requestBody"] = described["body"]
     if described.get("auth", True):
