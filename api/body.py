@@ -34,7 +34,9 @@ async def read_limited(request: Request, limit: int) -> bytes:
             answered with ``Connection: close``).
     """
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    # isdigit() alone admits "²" and thousands of digits, which int() refuses; the server has
+    # already refused a malformed Content-Length, but this app may run behind another server.
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0

@@ -78,6 +78,14 @@ async def test_small_body_limits_default_to_a_few_kilobytes(client: httpx.AsyncC
     assert (await client.put(f"/api/v1/jobs/{job}/tags", json={"tags": tags})).status_code == 204
 
 
+@pytest.mark.parametrize("declared", ["9" * 5000, "\u00b2", "-1", "1e9"])
+async def test_odd_content_length_headers_are_no_server_error(client: httpx.AsyncClient, declared: str) -> None:
+    headers = {"Content-Length": declared.encode("latin-1")}
+    request = client.build_request("POST", "/api/v1/sessions", content=b"{}", headers=headers)
+    response = await client.send(request)
+    assert 400 <= response.status_code < 500, response.text
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [("POST", "/api/v1/jobs"), ("PUT", "/api/v1/jobs/x/tags"), ("POST", "/api/v1/sessions"),
