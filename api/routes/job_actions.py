@@ -12,13 +12,12 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.body import decode_json, read_limited
 from api.responses import MsgspecResponse
-from api.routes.jobs import MAX_TAG_LENGTH, load_job
+from api.routes.jobs import MAX_TAG_LENGTH, MAX_TAGS, load_job
 from shared.errors import Conflict, InvalidRequest, JobNotFound
 from shared.job_index import JobQuery
 from shared.models import TagsUpdate, iso, job_view
 
 MAX_LIST_LIMIT = 1000
-MAX_TAGS = 100
 
 _decode_tags = msgspec.json.Decoder(TagsUpdate).decode
 

@@ -21,6 +21,7 @@ from shared.queue import enqueue_run
 
 PROGRAMS = frozenset({"sampler", "estimator", "executor"})
 MAX_TAG_LENGTH = 255
+MAX_TAGS = 100
 
 _decode_submission = msgspec.json.Decoder(JobSubmission).decode
 
@@ -85,6 +86,8 @@ def _validate(submission: JobSubmission, request: Request) -> None:
         params = decode_json(_decode_primitive_params, submission.params, f"params for program {submission.program_id}")
         if not params.pubs:
             raise InvalidRequest("params.pubs must contain at least one PUB.")
+    if len(submission.tags or []) > MAX_TAGS:
+        raise InvalidRequest(f"A job can have at most {MAX_TAGS} tags.")
     for tag in submission.tags or []:
         if not tag or len(tag) > MAX_TAG_LENGTH:
             raise InvalidRequest(f"Tags must be 1 to {MAX_TAG_LENGTH} characters long.")

@@ -193,3 +193,10 @@ async def test_unknown_paths_and_methods_are_ibm_errors(client: httpx.AsyncClien
     assert_ibm_error(await client.get("/api/v1/nowhere/"), 404)
     assert_ibm_error(await client.get("/nowhere"), 404)
     assert_ibm_error(await client.delete("/api/v1/backends"), 405)
+
+
+async def test_a_submission_with_more_than_100_tags_is_400(client: httpx.AsyncClient) -> None:
+    body = {"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}}
+    response = await client.post("/api/v1/jobs", json={**body, "tags": [f"t{i}" for i in range(101)]})
+    assert_ibm_error(response, 400)
+    assert (await client.post("/api/v1/jobs", json={**body, "tags": [f"t{i}" for i in range(100)]})).status_code == 200
