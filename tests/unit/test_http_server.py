@@ -166,3 +166,17 @@ def test_oversize_headers_get_431_in_ibm_format(port: int) -> None:
 def test_unparseable_requests_get_400_in_ibm_format(port: int, request_bytes: bytes) -> None:
     response, _, _ = exchange(port, request_bytes, wait=3)
     ibm_error(response, 400)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/api/v1/jobs/%ff%fe", b"/api/v1/jobs/%", b"//api/v1/backends", b"http://evil.example/api/v1/jobs/x", b"*",
+     b"/%00", b"/api/v1/jobs/x/../../../health", b"/api/v1/backends/fake_manila%2Fstatus", b"/api/v1/jobs?%zz=%"],
+)
+def test_odd_urls_get_no_server_error(port: int, target: bytes) -> None:
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nAuthorization: apikey k\r\nConnection: close\r\n\r\n"
+    response, _, _ = exchange(port, request, wait=3)
+    status = int(response.split(b" ", 2)[1])
+    assert status < 500, response[:300]
+    if status >= 400:
+        ibm_error(response, status)

@@ -99,6 +99,14 @@ async def test_runtime_routes_authenticate_before_reading_the_body(method: str, 
         assert body.pulled == 0
 
 
+@pytest.mark.parametrize("path", ["/search/v3/resources/search", "/v3/resources/search", "/api/v1/jobs/x/cancel"])
+async def test_routes_without_a_body_never_read_one(client: httpx.AsyncClient, path: str) -> None:
+    body = Chunks(b"{", total=3200)
+    response = await asyncio.wait_for(client.post(path, content=body), timeout=20)
+    assert response.status_code in (200, 404)
+    assert body.pulled == 0
+
+
 async def test_trickling_body_gets_408() -> None:
     async def trickle() -> AsyncIterator[bytes]:
         yield b'{"program_id": "sampler", '
