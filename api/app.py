@@ -2,9 +2,11 @@
 
 Request path::
 
-    client ─HTTP─> PrefixMiddleware (any ".../api/v1" prefix -> "/api/v1")
-                   -> Router: /identity/token, /search/..., /catalog/..., /api/v1/{backends,jobs,sessions,instances}
-                   -> handler (api/routes/*.py) -> JobStore (Redis) -> arq queue -> worker
+    client ─HTTP─> uvicorn with api/server.py's protocol (deadlines, head size, IBM-format parse errors)
+                   -> PrefixMiddleware (any ".../api/v1" prefix -> "/api/v1", no trailing slash, query length)
+                   -> Router: /identity/token, /search/..., /catalog/..., /openapi.json,
+                      /api/v1/{backends,jobs,sessions,instances}
+                   -> handler (api/routes/*.py; bodies through api/body.py) -> JobStore (Redis) -> arq queue
 """
 
 from __future__ import annotations
