@@ -208,3 +208,27 @@ async def test_a_submission_with_more_than_100_tags_is_400(client: httpx.AsyncCl
     response = await client.post("/api/v1/jobs", json={**body, "tags": [f"t{i}" for i in range(101)]})
     assert_ibm_error(response, 400)
     assert (await client.post("/api/v1/jobs", json={**body, "tags": [f"t{i}" for i in range(100)]})).status_code == 200
+
+
+async def test_client_hanging_up_mid_body_is_no_server_error(caplog: pytest.LogCaptureFixture) -> None:
+    async with in_process_api() as http:
+        app = http._transport.app  # type: ignore[attr-defined]
+        token = http.headers["Authorization"].encode()
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/api/v1/jobs", "raw_path": b"/api/v1/jobs", "query_string": b"", "root_path": "",
+            "headers": [(b"authorization", token), (b"host", b"test")], "client": ("1.2.3.4", 5), "server": None,
+        }
+        messages = iter([{"type": "http.request", "body": b'{"program_id"', "more_body": True},
+                         {"type": "http.disconnect"}])
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return next(messages)
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 400
+        assert "unhandled error" not in caplog.text
