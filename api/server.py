@@ -15,6 +15,9 @@ closes those gaps on uvicorn's own httptools protocol:
 * a body the application answered without reading is discarded for at most
   ``QRS_BODY_TIMEOUT`` seconds (so that the client can read the answer), then the connection is
   closed; a body the application reads is bounded by ``api/body.py``;
+* past ``QRS_MAX_CONNECTIONS`` open connections or running requests, a request is answered
+  503 ``service_unavailable`` (uvicorn's ``limit_concurrency`` check, with an IBM-format body;
+  the client retries it) and the connection closed;
 * every answer of the protocol itself is in IBM's error format.
 """
 
@@ -28,10 +31,20 @@ import msgspec
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shared.errors import ApiError, HeadersTooLarge, InvalidRequest, UriTooLong
+from shared.errors import MORE_INFO, ApiError, HeadersTooLarge, InvalidRequest, UriTooLong
 from shared.settings import Settings
 
 _REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+async def _unavailable(scope: Any, receive: Any, send: Any) -> None:
+    """The answer past ``QRS_MAX_CONNECTIONS``: uvicorn's 503, in IBM's format."""
+    error = {"code": "service_unavailable", "message": "The server is at its connection limit.", "more_info": MORE_INFO}
+    body = msgspec.json.encode({"errors": [error], "trace": uuid.uuid4().hex})
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _Refused(Exception):
@@ -98,6 +111,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        limit = self.settings.max_connections
+        if limit and (len(self.connections) > limit or len(self.tasks) >= limit):
+            # uvicorn's own limit_concurrency check (left off in the config) answers in plain text.
+            app, self.app = self.app, _unavailable
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -148,9 +170,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 def server_config(app: Any, settings: Settings) -> uvicorn.Config:
     """The ``uvicorn.Config`` of ``app`` for the embedded server and the ``api`` subcommand.
 
-    Binds ``settings.host``/``settings.port``; keep-alive ``QRS_KEEP_ALIVE`` s; at most
-    ``QRS_MAX_CONNECTIONS`` connections plus running requests (uvicorn answers 503 above);
-    header and body limits and deadlines as :class:`LimitedHttpProtocol` describes.
+    Binds ``settings.host``/``settings.port``; keep-alive ``QRS_KEEP_ALIVE`` s; connection
+    cap, header and body limits and deadlines as :class:`LimitedHttpProtocol` describes.
     """
     protocol = type("LimitedHttpProtocol", (LimitedHttpProtocol,), {"settings": settings})
     return uvicorn.Config(
@@ -159,7 +180,6 @@ def server_config(app: Any, settings: Settings) -> uvicorn.Config:
         port=settings.port,
         http=protocol,
         timeout_keep_alive=settings.keep_alive,
-        limit_concurrency=settings.max_connections or None,
         # Used only if someone selects h11; our protocol bounds the same with httptools.
         h11_max_incomplete_event_size=settings.max_header_bytes,
         log_level="warning",

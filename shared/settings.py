@@ -59,7 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Request line plus headers (431 above; the request line alone: 414) and query string (414).
     max_header_bytes: int = 64 * 1024
     max_query_bytes: int = 48 * 1024
-    # Open connections plus running requests at which the server answers 503 (uvicorn's limit_concurrency).
+    # Most open connections, and most running requests: past either, 503 (uvicorn's limit_concurrency check).
     max_connections: int = 1000
     default_shots: int = 4096
     max_shots: int = 10_000_000

@@ -3,6 +3,7 @@ connections are closed, oversize request heads and unparseable requests get IBM-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -27,10 +28,10 @@ LIMITS = {
 }
 
 
-@pytest.fixture(scope="module")
-def port() -> Iterator[int]:
-    """A real uvicorn (the configuration of ``cli.py``) on fakeredis, in a thread."""
-    settings = load_settings(LIMITS, host="127.0.0.1", port=free_port())
+@contextlib.contextmanager
+def serving(environ: dict[str, str]) -> Iterator[int]:
+    """A real uvicorn (the configuration of ``cli.py``) on fakeredis, in a thread; yields its port."""
+    settings = load_settings(environ, host="127.0.0.1", port=free_port())
     server = uvicorn.Server(server_config(create_app(settings), settings))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -38,9 +39,17 @@ def port() -> Iterator[int]:
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.02)
-    yield settings.port
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield settings.port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    with serving(LIMITS) as port:
+        yield port
 
 
 def exchange(port: int, *parts: bytes, pause: float = 0.0, wait: float = 5.0) -> tuple[bytes, bool, float]:
@@ -180,3 +189,19 @@ def test_odd_urls_get_no_server_error(port: int, target: bytes) -> None:
     assert status < 500, response[:300]
     if status >= 400:
         ibm_error(response, status)
+
+
+def test_past_the_connection_limit_the_answer_is_503_in_ibm_format() -> None:
+    with serving({**LIMITS, "QRS_MAX_CONNECTIONS": "2", "QRS_KEEP_ALIVE": "5"}) as port:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        try:
+            time.sleep(0.2)
+            response, closed, _ = exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", wait=3)
+            assert ibm_error(response, 503)["errors"][0]["code"] == "service_unavailable"  # type: ignore[index]
+            assert closed
+        finally:
+            for sock in held:
+                sock.close()
+        time.sleep(0.2)
+        response, _, _ = exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", wait=3)
+        assert response.startswith(b"HTTP/1.1 200 ")
