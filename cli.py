@@ -61,11 +61,12 @@ def _serve(settings: Settings, embedded: bool) -> None:
     import uvicorn
 
     from api.app import create_app
+    from api.server import server_config
     from shared.queue import connect
 
     if not embedded:
         app = create_app(settings, on_ready=lambda: print(client_recipe(settings), flush=True))
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", log_config=None)
+        uvicorn.Server(server_config(app, settings)).run()
         return
 
     from worker.app import build_worker
@@ -85,8 +86,7 @@ def _serve(settings: Settings, embedded: bool) -> None:
         app = create_app(
             settings, pool, background=with_worker, on_ready=lambda: print(client_recipe(settings), flush=True)
         )
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", log_config=None)
-        await uvicorn.Server(config).serve()
+        await uvicorn.Server(server_config(app, settings)).serve()
 
     asyncio.run(main())
 

@@ -2,19 +2,23 @@
 
 Request path::
 
-    client ─HTTP─> PrefixMiddleware (any ".../api/v1" prefix -> "/api/v1")
-                   -> Router: /identity/token, /search/..., /catalog/..., /api/v1/{backends,jobs,sessions,instances}
-                   -> handler (api/routes/*.py) -> JobStore (Redis) -> arq queue -> worker
+    client ─HTTP─> uvicorn with api/server.py's protocol (deadlines, head size, IBM-format parse errors)
+                   -> PrefixMiddleware (any ".../api/v1" prefix -> "/api/v1", no trailing slash, query length)
+                   -> Router: /identity/token, /search/..., /catalog/..., /openapi.json,
+                      /api/v1/{backends,jobs,sessions,instances}
+                   -> handler (api/routes/*.py; bodies through api/body.py) -> JobStore (Redis) -> arq queue
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import msgspec
 from arq.connections import ArqRedis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,12 +30,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import auth
 from api.access import load_policy
 from api.finished import FinishedJobs
-from api.responses import MsgspecResponse, error_response
+from api.openapi import openapi_document
+from api.responses import MsgspecResponse, RawJSONResponse, error_response
 from api.routes import backends, instances, job_actions, jobs, ops, sessions
 from api.state import AppState
 from shared import keys
 from shared.backends import BackendCatalog
-from shared.errors import MORE_INFO, ApiError
+from shared.errors import MORE_INFO, ApiError, UriTooLong
 from shared.queue import connect
 from shared.sessions import SessionStore
 from shared.settings import Settings, load_settings
@@ -43,22 +48,35 @@ API_PREFIX = "/api/v1"
 
 
 class PrefixMiddleware:
-    """Serves the runtime API under any path prefix that ends in ``/api/v1``.
+    """Serves the runtime API under any path prefix that ends in ``/api/v1``, with or without a
+    trailing slash, and refuses oversize query strings.
 
     The client keeps a ``QISKIT_IBM_URL`` verbatim only when it contains ``experimental``
     (PROTOCOL.md §1), so ``/experimental/api/v1/jobs`` must reach the same handler as
-    ``/api/v1/jobs``.
+    ``/api/v1/jobs``. A trailing slash is dropped here instead of being redirected: Starlette's
+    redirect builds its ``Location`` from the ``Host`` header and the rewritten path, so it
+    pointed at whatever host the caller named and lost the prefix.
+
+    A query string over ``max_query_bytes`` is answered 414 in IBM's format; the HTTP server's
+    own limit on the request line (``QRS_MAX_HEADER_BYTES``) is higher, so this answer comes first.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_query_bytes: int) -> None:
         self.app = app
+        self.max_query_bytes = max_query_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if len(scope.get("query_string", b"")) > self.max_query_bytes:
+                error = UriTooLong(f"The query string exceeds the limit of {self.max_query_bytes} bytes.")
+                await error_response(error)(scope, receive, send)
+                return
             path: str = scope["path"]
             cut = path.find(API_PREFIX + "/")
-            if cut > 0:
-                scope = dict(scope, path=path[cut:], root_path=scope.get("root_path", ""))
+            stripped = path.rstrip("/") or "/"
+            if cut > 0 or stripped != path:
+                path = stripped[cut:] if cut > 0 else stripped
+                scope = dict(scope, path=path, root_path=scope.get("root_path", ""))
         await self.app(scope, receive, send)
 
 
@@ -99,6 +117,13 @@ async def shared_jwt_secret(settings: Settings, pool: ArqRedis) -> str:
 async def health(request: Request) -> Response:
     """``GET /health``: the process is up."""
     return MsgspecResponse({"status": "ok"})
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("qiskit-runtime-server")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
 
 
 def create_app(
@@ -150,9 +175,14 @@ def create_app(
             if own_pool:
                 await redis.aclose()
 
+    async def openapi(request: Request) -> Response:
+        """``GET /openapi.json``: the OpenAPI document of every route (api/openapi.py)."""
+        return RawJSONResponse(document)
+
     runtime_routes = backends.routes + jobs.routes + job_actions.routes + sessions.routes + instances.routes
     routes = [
         Route("/health", health),
+        Route("/openapi.json", openapi),
         *ops.routes,
         Route("/identity/token", auth.issue_token, methods=["POST"]),
         Route("/search/v3/resources/search", auth.search_resources, methods=["POST"]),
@@ -160,6 +190,8 @@ def create_app(
         Route("/catalog/{plan_id}", auth.catalog_plan),
         Mount(API_PREFIX, routes=runtime_routes),
     ]
+    # The document describes every route, its own included, so it is encoded once they exist.
+    document = msgspec.json.encode(openapi_document(routes, _version()))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -169,5 +201,10 @@ def create_app(
             Exception: _server_error,
         },
     )
-    app.add_middleware(PrefixMiddleware)
+    # Never redirect (see PrefixMiddleware); the mounted API has its own router.
+    app.router.redirect_slashes = False
+    for route in routes:
+        if isinstance(route, Mount):
+            route.app.redirect_slashes = False  # type: ignore[attr-defined]
+    app.add_middleware(PrefixMiddleware, max_query_bytes=settings.max_query_bytes)
     return app

@@ -22,6 +22,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.body import read_limited
 from api.responses import MsgspecResponse
 from shared.errors import Forbidden, InvalidRequest, NotAuthorized
 
@@ -45,8 +46,10 @@ async def issue_token(request: Request) -> Response:
 
     Raises:
         InvalidRequest: no ``apikey`` in the form body (400).
+        PayloadTooLarge: a body over ``QRS_MAX_SMALL_BODY_BYTES`` (413); nothing more is read.
     """
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    body = await read_limited(request, request.state.settings.max_small_body_bytes)
+    form = parse_qs(body.decode("utf-8", "replace"))
     api_key = (form.get("apikey") or [""])[0]
     if not api_key or not request.state.access.knows(key_id(api_key)):
         raise InvalidRequest("Provided API key could not be found.")
@@ -126,12 +129,15 @@ def _verified_subject(token: str, secret: str) -> str:
     if cached is not None and cached[1] > time.time():
         return cached[0]
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"])
+        # Our tokens always carry exp and iat; one without exp would never expire.
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
     except jwt.ExpiredSignatureError:
         raise NotAuthorized("The access token has expired.") from None
     except jwt.PyJWTError:
         raise NotAuthorized("The access token is invalid.") from None
-    subject = str(claims.get("sub", ""))
+    subject = claims.get("sub")
+    if not isinstance(subject, str):
+        raise NotAuthorized("The access token is invalid.")
     if len(_VERIFIED) >= _VERIFIED_MAX:
         _VERIFIED.clear()
     _VERIFIED[(secret, token)] = (subject, int(claims["exp"]))

@@ -27,5 +27,10 @@ class RawJSONResponse(Response):
 
 
 def error_response(error: ApiError, trace: str | None = None) -> MsgspecResponse:
-    """The ``{"errors": [...], "trace": ...}`` body of ``error`` with its status code."""
-    return MsgspecResponse(error.body(trace or uuid.uuid4().hex), status_code=error.status_code)
+    """The ``{"errors": [...], "trace": ...}`` body of ``error`` with its status code.
+
+    Errors that leave the connection unusable (a body still trickling in) also answer
+    ``Connection: close``, so that the server closes it after the answer.
+    """
+    headers = {"connection": "close"} if getattr(error, "close_connection", False) else None
+    return MsgspecResponse(error.body(trace or uuid.uuid4().hex), status_code=error.status_code, headers=headers)

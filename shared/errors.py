@@ -16,7 +16,10 @@ The tree::
     │   ├── ProgramNotFound
     │   └── SessionNotFound
     ├── Conflict (409 conflict)
+    ├── RequestTimeout (408 request_timeout)
     ├── PayloadTooLarge (413 payload_too_large)
+    ├── UriTooLong (414 uri_too_long)
+    ├── HeadersTooLarge (431 request_header_fields_too_large)
     └── Unprocessable (422 unprocessable_entity)
 
 Only client mistakes are ``ApiError``s. Anything else is a server fault and answers 500 in the
@@ -93,6 +96,28 @@ class Conflict(ApiError):
 class PayloadTooLarge(ApiError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(ApiError):
+    """The request body did not arrive within ``QRS_BODY_TIMEOUT``; the connection is closed after it."""
+
+    status_code = 408
+    code = "request_timeout"
+    close_connection = True
+
+
+class UriTooLong(ApiError):
+    """A query string over ``QRS_MAX_QUERY_BYTES`` (the server refuses a longer request line too)."""
+
+    status_code = 414
+    code = "uri_too_long"
+
+
+class HeadersTooLarge(ApiError):
+    """A request line plus headers over ``QRS_MAX_HEADER_BYTES`` (answered by the HTTP server)."""
+
+    status_code = 431
+    code = "request_header_fields_too_large"
 
 
 class Unprocessable(ApiError):

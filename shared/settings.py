@@ -49,6 +49,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # 0 keeps them forever. Default: 30 days.
     job_retention: float = 2_592_000
     max_params_bytes: int = 64 * 1024 * 1024
+    # Largest body of the small routes (POST /identity/token, PUT /jobs/{id}/tags, POST and PATCH
+    # /sessions): 100 tags of 255 ASCII characters fit; 413 above.
+    max_small_body_bytes: int = 32 * 1024
+    # HTTP limits (README "Limits"). Seconds a request body may take to arrive (408 and close
+    # above; also how long an unread body is discarded after the answer before the connection
+    # is closed), seconds from a request's first byte to the end of its headers (close above),
+    # seconds an idle keep-alive or fresh connection stays open.
+    body_timeout: float = 60.0
+    header_timeout: float = 10.0
+    keep_alive: int = 5
+    # Request line plus headers (431 above; the request line alone: 414) and query string (414).
+    max_header_bytes: int = 64 * 1024
+    max_query_bytes: int = 48 * 1024
+    # Most open connections, and most running requests: past either, 503 (uvicorn's limit_concurrency check).
+    max_connections: int = 1000
     default_shots: int = 4096
     max_shots: int = 10_000_000
     default_precision: float = 0.015625

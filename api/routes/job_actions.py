@@ -10,14 +10,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import authenticate
+from api.body import decode_json, read_limited
 from api.responses import MsgspecResponse
-from api.routes.jobs import MAX_TAG_LENGTH, load_job
+from api.routes.jobs import MAX_TAG_LENGTH, MAX_TAGS, load_job
 from shared.errors import Conflict, InvalidRequest, JobNotFound
 from shared.job_index import JobQuery
 from shared.models import TagsUpdate, iso, job_view
 
 MAX_LIST_LIMIT = 1000
-MAX_TAGS = 100
 
 _decode_tags = msgspec.json.Decoder(TagsUpdate).decode
 
@@ -137,10 +137,8 @@ async def replace_tags(request: Request) -> Response:
         InvalidRequest: not a list of 1 to 255 character strings, or more than 100 tags (400).
     """
     record = await load_job(request)
-    try:
-        update = _decode_tags(await request.body())
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"Invalid tags: {exc}") from None
+    body = await read_limited(request, request.state.settings.max_small_body_bytes)
+    update = decode_json(_decode_tags, body, "tags")
     tags = sorted(set(update.tags))
     if len(tags) > MAX_TAGS:
         raise InvalidRequest(f"A job can have at most {MAX_TAGS} tags.")

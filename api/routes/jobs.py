@@ -13,14 +13,16 @@ from starlette.routing import Route
 
 from api.admission import admit
 from api.auth import authenticate
+from api.body import decode_json, read_limited
 from api.responses import MsgspecResponse
-from shared.errors import InvalidRequest, JobNotFound, PayloadTooLarge, ProgramNotFound
+from shared.errors import InvalidRequest, JobNotFound, ProgramNotFound
 from shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
 from shared.models import JobRecord, JobStatus, JobSubmission, job_view
 from shared.queue import ring_doorbell
 
 PROGRAMS = frozenset({"sampler", "estimator", "executor"})
 MAX_TAG_LENGTH = 255
+MAX_TAGS = 100
 
 _decode_submission = msgspec.json.Decoder(JobSubmission).decode
 
@@ -50,10 +52,7 @@ _decode_executor_params = msgspec.json.Decoder(_ExecutorParams).decode
 
 
 def _validate_executor_params(raw: msgspec.Raw) -> None:
-    try:
-        params = _decode_executor_params(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid params for program executor: {exc}") from None
+    params = decode_json(_decode_executor_params, raw, "params for program executor")
     if params.schema_version not in EXECUTOR_SCHEMA_VERSIONS:
         raise InvalidRequest(
             f"Unsupported executor schema_version {params.schema_version!r}; "
@@ -73,16 +72,6 @@ def _bool_param(value: str | None) -> bool:
     return (value or "").lower() == "true"
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-    body = await request.body()
-    if len(body) > limit:
-        raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-    return body
-
-
 def _validate(submission: JobSubmission, request: Request) -> None:
     settings = request.state.settings
     if submission.program_id not in PROGRAMS:
@@ -97,12 +86,11 @@ def _validate(submission: JobSubmission, request: Request) -> None:
     if submission.program_id == "executor":
         _validate_executor_params(submission.params)
     else:
-        try:
-            params = _decode_primitive_params(submission.params)
-        except msgspec.ValidationError as exc:
-            raise InvalidRequest(f"Invalid params for program {submission.program_id}: {exc}") from None
+        params = decode_json(_decode_primitive_params, submission.params, f"params for program {submission.program_id}")
         if not params.pubs:
             raise InvalidRequest("params.pubs must contain at least one PUB.")
+    if len(submission.tags or []) > MAX_TAGS:
+        raise InvalidRequest(f"A job can have at most {MAX_TAGS} tags.")
     for tag in submission.tags or []:
         if not tag or len(tag) > MAX_TAG_LENGTH:
             raise InvalidRequest(f"Tags must be 1 to {MAX_TAG_LENGTH} characters long.")
@@ -118,11 +106,8 @@ async def create_job(request: Request) -> Response:
     """
     principal = authenticate(request)
     settings = request.state.settings
-    body = await _read_body(request, settings.max_params_bytes)
-    try:
-        submission = _decode_submission(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"Invalid job submission: {exc}") from None
+    body = await read_limited(request, settings.max_params_bytes)
+    submission = decode_json(_decode_submission, body, "job submission")
     _validate(submission, request)
     guard = await admit(request, principal, submission)
     assert submission.backend is not None

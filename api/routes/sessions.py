@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import authenticate
+from api.body import decode_json, read_limited
 from api.responses import MsgspecResponse
 from shared.errors import InvalidRequest, SessionNotFound
 from shared.sessions import MODES, SessionCreate, SessionPatch, SessionRecord, new_session_id, session_view
@@ -42,10 +43,7 @@ async def create_session(request: Request) -> Response:
     """
     principal = authenticate(request)
     settings = request.state.settings
-    try:
-        body = _decode_create(await request.body())
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"Invalid session request: {exc}") from None
+    body = decode_json(_decode_create, await read_limited(request, settings.max_small_body_bytes), "session request")
     if body.mode not in MODES:
         raise InvalidRequest(f"mode must be one of {sorted(MODES)}, got {body.mode!r}.")
     if not body.backend:
@@ -89,10 +87,8 @@ async def update_session(request: Request) -> Response:
     compare-and-set on the stored record: a session closed meanwhile stays closed.
     """
     record = await _load(request)
-    try:
-        patch = _decode_patch(await request.body())
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"Invalid session update: {exc}") from None
+    limit = request.state.settings.max_small_body_bytes
+    patch = decode_json(_decode_patch, await read_limited(request, limit), "session update")
     await request.state.sessions.set_accepting(record, patch.accepting_jobs)
     return Response(status_code=204)
 
