@@ -74,6 +74,7 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
         params=params,
         device=settings.device,
         defaults=Defaults(settings.default_shots, settings.default_precision, settings.max_shots),
+        limits=settings.job_limits,
     )
     limit = min(record.cost or settings.max_execution_time, settings.max_execution_time)
     runner = ctx["runner"]

@@ -15,6 +15,7 @@ from api.auth import authenticate
 from api.responses import MsgspecResponse
 from shared.errors import InvalidRequest, JobNotFound, PayloadTooLarge, ProgramNotFound
 from shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
+from shared.job_limits import check_params
 from shared.models import JobRecord, JobStatus, JobSubmission, job_view
 from shared.queue import enqueue_run
 
@@ -91,6 +92,7 @@ def _validate(submission: JobSubmission, request: Request) -> None:
     request.state.catalog.get(submission.backend)
     if not bytes(submission.params).strip(b" \t\r\n").startswith(b"{"):
         raise InvalidRequest("The 'params' field is required and must be a JSON object.")
+    check_params(bytes(submission.params), submission.program_id, settings.job_limits)
     if submission.program_id == "executor":
         _validate_executor_params(submission.params)
     else:
