@@ -90,7 +90,7 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx.update(store=JobStore(pool), runner=runner, settings=settings, worker_id=worker_id)
-        runner.start()
+        await runner.start()
         await doorbell.start()
         await heartbeat.start()
         sweeper.start()
@@ -101,7 +101,7 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
         await sweeper.stop()
         await leases.close()
         await heartbeat.stop()
-        runner.close()
+        await runner.close()
 
     async def job_start(ctx: dict[str, Any]) -> None:
         job_id_var.set(ctx["job_id"])  # the job's task and arq's own job lines inherit it

@@ -153,4 +153,4 @@ async def test_the_worker_fails_such_a_job_at_once_with_the_reason(ndarray_body:
         ok = ExecutionRequest(job_id="k", program_id="sampler", backend="fake_manila", params=many_pubs_body(2))
         assert (await runner.run(ok)).num_pubs == 2
     finally:
-        runner.close()
+        await runner.close()
