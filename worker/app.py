@@ -110,7 +110,8 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
 
     async def job_end(ctx: dict[str, Any]) -> None:
         await leases.release(ctx["job_id"])
-        heartbeat.jobs_done += 1
+        if not ctx.get("waiting_turn"):  # handed back until its session's turn (worker/tasks.py)
+            heartbeat.jobs_done += 1
         await heartbeat.beat_now()
 
     cls = EmbeddedWorker if embedded else QrsWorker

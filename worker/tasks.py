@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TypedDict
+from datetime import UTC, datetime
+from typing import NotRequired, TypedDict
 
 from arq import Retry
+from arq.constants import retry_key_prefix
 
 from shared.models import REASON_EXECUTION_ERROR, REASON_INFRASTRUCTURE, REASON_RAN_TOO_LONG, JobStatus
 from shared.settings import Settings
@@ -23,7 +25,7 @@ from worker.cancellation import run_unless_cancelled
 from worker.errors import ProgramError, plain_text
 from worker.jobspec import Defaults, ExecutionRequest
 from worker.runner import ProgramRunner, RunnerCrashed, RunnerStopped
-from worker.session_order import wait_for_turn
+from worker.session_order import Turn, check_turn, recheck_delay
 
 logger = logging.getLogger("qrs.worker")
 
@@ -35,13 +37,15 @@ class WorkerContext(TypedDict):
     runner: ProgramRunner
     settings: Settings
     worker_id: str
+    waiting_turn: NotRequired[bool]
 
 
 async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
     """Run runtime job ``job_id`` and record its final state; returns that state's name.
 
     Raises:
-        arq.Retry: the simulation process could not take the job (not its fault); arq runs it again.
+        arq.Retry: the simulation process could not take the job (not its fault), or an earlier
+            job of its dedicated session is not final yet; arq runs it again later.
     """
     store, settings = ctx["store"], ctx["settings"]
     attempt = int(ctx.get("job_try", 1))  # type: ignore[call-overload]
@@ -58,8 +62,17 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
             log=[f"{_now()} ERROR giving up after {settings.max_attempts} attempts"],
         )
         return JobStatus.FAILED.value
-    if not await wait_for_turn(store, record):
+    turn = await check_turn(store, record)
+    if turn is Turn.SKIP:
         return "skipped"
+    if turn is Turn.WAIT:
+        # Hand the job back, deferred, instead of holding this worker until its turn. arq counts
+        # every start as a try (INCR of its retry key); a wait is not an attempt, so undo that.
+        await store.redis.decr(retry_key_prefix + job_id)
+        enqueued = ctx.get("enqueue_time")
+        waited = (datetime.now(UTC) - enqueued).total_seconds() if isinstance(enqueued, datetime) else 0.0
+        ctx["waiting_turn"] = True  # for the job_end hook: not a job done
+        raise Retry(defer=recheck_delay(waited))
     started = (
         f"{_now()} INFO job {job_id} started on worker {ctx['worker_id']} (attempt {attempt}): "
         f"program {record.program_id}, backend {record.backend}, device {settings.device}"
