@@ -3,7 +3,6 @@ cancelled jobs do not wait."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import fakeredis
