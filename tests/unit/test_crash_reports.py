@@ -21,7 +21,7 @@ from worker.errors import ProgramError, plain_text
 from worker.runner import JobCrashed, ProgramRunner
 from worker.tasks import WorkerContext, run_job
 
-LONG_SHOTS = 3_000_000  # about 2 s of sampling on this machine, a few hundred MiB
+LONG_SHOTS = 10_000_000  # several seconds of sampling; killed long before it needs much memory
 
 
 @pytest.fixture
@@ -32,10 +32,19 @@ async def runner() -> ProgramRunner:  # type: ignore[misc]
     await runner.close()
 
 
-async def _kill_child_soon(runner: ProgramRunner, sig: int, after: float = 0.7) -> None:
-    await asyncio.sleep(after)
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _kill_child_soon(runner: ProgramRunner, sig: int) -> None:
+    """Send ``sig`` to the child once it has spent 0.2 s of CPU on the job (it is simulating)."""
     process = runner._process
     assert process is not None and process.pid is not None
+    idle = _cpu_seconds(process.pid)
+    deadline = time.monotonic() + 30
+    while _cpu_seconds(process.pid) - idle < 0.2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     os.kill(process.pid, sig)
 
 
