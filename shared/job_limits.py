@@ -87,6 +87,8 @@ def check_params(params: bytes | str, program_id: str, limits: JobLimits) -> Non
         tree = msgspec.json.decode(params)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidRequest(f"params is not valid JSON: {exc}") from None
+    if isinstance(tree, dict):
+        _check_counts(tree, program_id, limits)  # cheap, so first: before any blob is inflated
     walk = _Walk(limits, shapes={})
     _visit(tree, walk)
     if not isinstance(tree, dict):
@@ -211,13 +213,25 @@ def _values_shape(value: Any, walk: _Walk) -> tuple[tuple[int, ...], int]:
     return array_shape[:-1], math.prod(array_shape)
 
 
+def _check_counts(tree: dict[str, Any], program_id: str, limits: JobLimits) -> None:
+    if program_id == "executor":
+        program = tree.get("quantum_program")
+        items = program.get("items") if isinstance(program, dict) else None
+        if isinstance(items, list) and len(items) > limits.max_pubs:
+            raise JobLimitExceeded(
+                f"The program has {len(items)} items; at most {limits.max_pubs} are allowed (QRS_MAX_PUBS)."
+            )
+        return
+    pubs = tree.get("pubs")
+    if isinstance(pubs, list) and len(pubs) > limits.max_pubs:
+        raise JobLimitExceeded(f"The job has {len(pubs)} PUBs; at most {limits.max_pubs} are allowed (QRS_MAX_PUBS).")
+
+
 def _check_pubs(tree: dict[str, Any], program_id: str, walk: _Walk) -> None:
     limits = walk.limits
     pubs = tree.get("pubs")
     if not isinstance(pubs, list):
         return
-    if len(pubs) > limits.max_pubs:
-        raise JobLimitExceeded(f"The job has {len(pubs)} PUBs; at most {limits.max_pubs} are allowed (QRS_MAX_PUBS).")
     options = tree.get("options")
     default_shots = options.get("default_shots") if isinstance(options, dict) else None
     if not isinstance(default_shots, int) or isinstance(default_shots, bool):
@@ -249,8 +263,6 @@ def _check_executor(tree: dict[str, Any], limits: JobLimits) -> None:
     if not isinstance(program, dict) or not isinstance(program.get("items"), list):
         return
     items = len(program["items"])
-    if items > limits.max_pubs:
-        raise JobLimitExceeded(f"The program has {items} items; at most {limits.max_pubs} are allowed (QRS_MAX_PUBS).")
     shots = program.get("shots")
     if isinstance(shots, int) and items * shots > limits.max_job_shots:
         raise JobLimitExceeded(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
@@ -92,7 +93,6 @@ def _validate(submission: JobSubmission, request: Request) -> None:
     request.state.catalog.get(submission.backend)
     if not bytes(submission.params).strip(b" \t\r\n").startswith(b"{"):
         raise InvalidRequest("The 'params' field is required and must be a JSON object.")
-    check_params(bytes(submission.params), submission.program_id, settings.job_limits)
     if submission.program_id == "executor":
         _validate_executor_params(submission.params)
     else:
@@ -123,6 +123,9 @@ async def create_job(request: Request) -> Response:
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Invalid job submission: {exc}") from None
     _validate(submission, request)
+    # In a thread: inflating a job's blobs to count them takes up to ~1 s (QRS_MAX_DECODED_BYTES),
+    # and zlib releases the GIL, so the event loop keeps serving meanwhile.
+    await asyncio.to_thread(check_params, bytes(submission.params), submission.program_id, settings.job_limits)
     await admit(request, principal, submission)
     assert submission.backend is not None
     record = JobRecord(
