@@ -21,10 +21,11 @@ from worker.jobspec import ExecutionRequest
 from worker.runner import ProgramRunner
 
 
-def _circuit(num_qubits: int = 2) -> dict[str, str]:
+def _circuit(num_qubits: int = 2, *, measured: bool = True) -> dict[str, str]:
     qc = QuantumCircuit(num_qubits)
     qc.h(0)
-    qc.measure_all()
+    if measured:
+        qc.measure_all()
     return json.loads(json.dumps(qc, cls=RuntimeEncoder))  # type: ignore[no-any-return]
 
 
@@ -34,7 +35,7 @@ def operator_body() -> bytes:
         "__type__": "settings",
         "__module__": "qiskit.quantum_info.operators.operator",
         "__class__": "Operator",
-        "__value__": {"data": _circuit(13)},
+        "__value__": {"data": _circuit(13, measured=False)},
     }
     return json.dumps({"pubs": [[_circuit(), None, 10]], "options": {"x": operator}, "version": 2}).encode()
 
@@ -48,8 +49,10 @@ def big_ndarray_body() -> bytes:
     deflate = zlib.compressobj()
     parts = [deflate.compress(npy_head)]
     zeros = bytes(8 * 2**20)
-    for _ in range(8 * 10**8 // len(zeros)):
-        parts.append(deflate.compress(zeros))
+    left = 8 * 10**8
+    while left:
+        parts.append(deflate.compress(zeros[: min(left, len(zeros))]))
+        left -= min(left, len(zeros))
     parts.append(deflate.flush())
     blob = base64.standard_b64encode(b"".join(parts)).decode()
     qc = QuantumCircuit(2)
