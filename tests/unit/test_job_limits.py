@@ -157,3 +157,24 @@ async def test_the_worker_fails_such_a_job_at_once_with_the_reason(ndarray_body:
         assert (await runner.run(ok)).num_pubs == 2
     finally:
         await runner.close()
+
+
+def test_the_check_itself_stays_small_on_a_body_of_plain_numbers() -> None:
+    import tracemalloc
+
+    body = b'{"pubs": [[1, null, 10]], "options": {"x": [' + b"0.5," * 2_000_000 + b"0.5]}}"
+    tracemalloc.start()
+    try:
+        check_params(body, "sampler", JobLimits())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(body), (peak, len(body))  # the text, once decoded, and 8 bytes per number
+
+
+def test_deeply_nested_params_are_a_400_not_a_crash() -> None:
+    from shared.errors import InvalidRequest
+
+    body = b'{"pubs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(InvalidRequest):
+        check_params(body, "sampler", JobLimits())
