@@ -158,6 +158,8 @@ class ProgramRunner:
             self._stopping = False
             for attempt in (1, 2):
                 await self.start()
+                if self._stopping:  # cancelled while the child was starting (in a thread)
+                    raise RunnerStopped()
                 taken, reply = await self._exchange(request)
                 if reply is not None:
                     break
