@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
+from typing import cast
 
 import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
@@ -107,7 +108,9 @@ async def render_metrics(redis: Redis, queue_name: str, backends: Iterable[str] 
     for backend, count in sorted(waiting.items()):
         depth.add_metric([backend], count)
 
-    raw_stats = {_text(k): _text(v) for k, v in (await redis.hgetall(keys.JOB_STATS)).items()}
+    # redis-py types its commands as "Awaitable | value" (sync and async clients share them).
+    stats_hash = await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(keys.JOB_STATS))
+    raw_stats = {_text(k): _text(v) for k, v in stats_hash.items()}
 
     live = await workers.live_workers(redis)
     live_g = GaugeMetricFamily("qrs_workers_live", "Workers with a current heartbeat.", labels=["device"])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from arq import Worker
 from arq.connections import ArqRedis, log_redis_info
+from arq.typing import WorkerCoroutine
 from arq.worker import func
 from redis import exceptions as redis_errors
 
@@ -116,7 +117,8 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
 
     cls = EmbeddedWorker if embedded else QrsWorker
     worker = cls(
-        functions=[func(run_job, name=RUN_JOB, timeout=settings.max_execution_time + 60)],
+        # cast: arq's WorkerCoroutine protocol takes ctx as a plain dict, ours is a TypedDict.
+        functions=[func(cast(WorkerCoroutine, run_job), name=RUN_JOB, timeout=settings.max_execution_time + 60)],
         redis_pool=pool,
         queue_name=settings.queue_name,
         on_startup=startup,
