@@ -2,7 +2,9 @@
 
 Why a child process: Aer holds a CPU (or GPU) until a simulation ends and cannot be
 interrupted, so cancel and time-out kill the child instead; a crash in native code (or the OOM
-killer) takes down only the child. The child is forked from a ``forkserver`` that has already
+killer) takes down only the child, and fails only the job it was running, with the signal named
+(:class:`JobCrashed`): the child acknowledges each request before running it, so a death after
+that is the job's doing, and one before it (a child that died idle) is replaced and not blamed. The child is forked from a ``forkserver`` that has already
 imported qiskit and qiskit-aer, so a replacement child is ready in milliseconds; caches (noise
 models, simulators) live in the child and survive between jobs.
 """
