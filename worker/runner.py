@@ -4,9 +4,10 @@ Why a child process: Aer holds a CPU (or GPU) until a simulation ends and cannot
 interrupted, so cancel and time-out kill the child instead; a crash in native code (or the OOM
 killer) takes down only the child, and fails only the job it was running, with the signal named
 (:class:`JobCrashed`): the child acknowledges each request before running it, so a death after
-that is the job's doing, and one before it (a child that died idle) is replaced and not blamed. The child is forked from a ``forkserver`` that has already
-imported qiskit and qiskit-aer, so a replacement child is ready in milliseconds; caches (noise
-models, simulators) live in the child and survive between jobs.
+that is the job's doing, and one before it (a child that died idle) is replaced and not blamed.
+The child is forked from a ``forkserver`` that has already imported qiskit and qiskit-aer, so a
+replacement child is ready in milliseconds; caches (noise models, simulators) live in the child
+and survive between jobs.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def describe_exit(exitcode: int | None, memory_limit_mb: int | None = None) -> s
         return f"the simulation process was killed by signal {-exitcode}"
     cause = _SIGNAL_CAUSES.get(sig)
     text = f"the simulation process was killed by {sig.name}" + (f" ({cause})" if cause else "")
-    if memory_limit_mb and sig in (signal.SIGKILL, signal.SIGABRT):
-        text += f"; the job memory limit is {memory_limit_mb} MiB (QRS_JOB_MEMORY_LIMIT)"
+    if sig in (signal.SIGKILL, signal.SIGABRT):
+        limit = f"{memory_limit_mb} MiB" if memory_limit_mb else "half of the machine's memory"
+        text += f"; the job memory limit is {limit} (QRS_JOB_MEMORY_LIMIT)"
     return text
 
 
