@@ -34,6 +34,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from shared.errors import InvalidRequest, PayloadTooLarge
 
 # Inflate in slices of this many bytes: the memory the check itself needs per blob.
@@ -87,6 +89,7 @@ def check_params(params: bytes | str, program_id: str, limits: JobLimits) -> Non
         DecodedTooLarge: the encoded values inflate past ``limits.max_decoded_bytes`` (413).
         InvalidRequest: the JSON or one of its blobs is malformed (400).
     """
+    _check_counts_outline(params, program_id, limits)  # before the full parse: a fast count
     try:
         # Every float becomes one shared object: the values are not needed, and a body of plain
         # numbers then takes about twice its size here, not ten times (msgspec, or json's floats).
@@ -217,6 +220,31 @@ def _values_shape(value: Any, walk: _Walk) -> tuple[tuple[int, ...], int]:
     if array_shape is None:
         return (), 0
     return array_shape[:-1], math.prod(array_shape)
+
+
+class _ProgramOutline(msgspec.Struct):
+    items: list[msgspec.Raw] | None = None
+
+
+class _Outline(msgspec.Struct):
+    """The lists whose length is bounded, as raw slices of the text: counted without building them."""
+
+    pubs: list[msgspec.Raw] | None = None
+    quantum_program: _ProgramOutline | None = None
+
+
+_decode_outline = msgspec.json.Decoder(_Outline).decode
+
+
+def _check_counts_outline(params: bytes | str, program_id: str, limits: JobLimits) -> None:
+    try:
+        outline = _decode_outline(params)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return  # some other shape (or not JSON): the full parse and the programs report it
+    if program_id == "executor" and outline.quantum_program is not None:
+        _check_counts({"quantum_program": {"items": outline.quantum_program.items}}, program_id, limits)
+    elif outline.pubs is not None:
+        _check_counts({"pubs": outline.pubs}, program_id, limits)
 
 
 def _check_counts(tree: dict[str, Any], program_id: str, limits: JobLimits) -> None:
