@@ -239,7 +239,7 @@ _decode_outline = msgspec.json.Decoder(_Outline).decode
 def _check_counts_outline(params: bytes | str, program_id: str, limits: JobLimits) -> None:
     try:
         outline = _decode_outline(params)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return  # some other shape (or not JSON): the full parse and the programs report it
     if program_id == "executor" and outline.quantum_program is not None:
         _check_counts({"quantum_program": {"items": outline.quantum_program.items}}, program_id, limits)
