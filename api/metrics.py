@@ -1,9 +1,10 @@
 """Prometheus metrics of the whole deployment, read from Redis at scrape time.
 
 Any API replica answers ``/metrics`` with the same numbers, whichever process did the work:
-current jobs come from the pending sets and their records, finished-job counters and the
-running-time histogram from ``qrs:stats:jobs`` (``shared/stats.py``), live workers from the
-heartbeat registry (``shared/workers.py``). The text is rendered by ``prometheus_client``.
+current jobs come from the per-backend pending sets (no keyspace ``SCAN``) and their records,
+finished-job counters and the running-time histogram from ``qrs:stats:jobs``
+(``shared/stats.py``), live workers from the heartbeat registry (``shared/workers.py``). The
+text is rendered by ``prometheus_client``.
 
 Metric                              type       labels
 qrs_jobs                            gauge      state (Queued|Running), program, backend
@@ -17,8 +18,10 @@ qrs_arq_queue_length                gauge      (arq's queue: waiting, retrying a
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
+from typing import cast
 
 import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,9 +29,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from redis.asyncio import Redis
 
 from shared import keys, stats, workers
+from shared.backends import BackendCatalog
 from shared.models import JobRecord, JobStatus
 
 _decode_record = msgspec.json.Decoder(JobRecord).decode
+
+
+@functools.cache
+def catalog_backends() -> tuple[str, ...]:
+    """Names of the catalog's backends (the API serves the default catalog)."""
+    return tuple(BackendCatalog().names())
 
 
 def _text(value: bytes | str) -> str:
@@ -45,10 +55,13 @@ class _Snapshot:
         yield from self.families
 
 
-async def _pending_records(redis: Redis) -> list[JobRecord]:
-    ids: list[str] = []
-    async for key in redis.scan_iter(match=keys.PENDING_PATTERN, count=1000):
-        ids.extend(_text(i) for i in await redis.smembers(key))
+async def _pending_records(redis: Redis, backends: Iterable[str]) -> list[JobRecord]:
+    # One pending set per catalog backend (POST /jobs accepts no other): no keyspace SCAN.
+    async with redis.pipeline(transaction=False) as pipe:
+        for backend in backends:
+            pipe.smembers(keys.pending(backend))
+        groups = await pipe.execute()
+    ids = [_text(i) for group in groups for i in group]
     records: list[JobRecord] = []
     for start in range(0, len(ids), 500):
         raws = await redis.mget([keys.job(i) for i in ids[start : start + 500]])
@@ -78,9 +91,12 @@ def _finished_families(raw: dict[str, str]) -> Iterable[Metric]:
     return [finished, run]
 
 
-async def render_metrics(redis: Redis, queue_name: str) -> bytes:
-    """The Prometheus text exposition of the deployment's current metrics."""
-    records = await _pending_records(redis)
+async def render_metrics(redis: Redis, queue_name: str, backends: Iterable[str] | None = None) -> bytes:
+    """The Prometheus text exposition of the deployment's current metrics.
+
+    ``backends``: whose pending jobs to count; default every backend of the catalog.
+    """
+    records = await _pending_records(redis, catalog_backends() if backends is None else backends)
     jobs = GaugeMetricFamily("qrs_jobs", "Jobs not yet final.", labels=["state", "program", "backend"])
     current = Counter((r.status.value, r.program_id, r.backend) for r in records if not r.status.final)
     for state in (JobStatus.QUEUED, JobStatus.RUNNING):
@@ -92,7 +108,9 @@ async def render_metrics(redis: Redis, queue_name: str) -> bytes:
     for backend, count in sorted(waiting.items()):
         depth.add_metric([backend], count)
 
-    raw_stats = {_text(k): _text(v) for k, v in (await redis.hgetall(keys.JOB_STATS)).items()}
+    # redis-py types its commands as "Awaitable | value" (sync and async clients share them).
+    stats_hash = await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(keys.JOB_STATS))
+    raw_stats = {_text(k): _text(v) for k, v in stats_hash.items()}
 
     live = await workers.live_workers(redis)
     live_g = GaugeMetricFamily("qrs_workers_live", "Workers with a current heartbeat.", labels=["device"])

@@ -12,6 +12,8 @@ import socket
 
 import msgspec
 
+from shared.job_limits import JobLimits
+
 DEFAULT_INSTANCE = "crn:v1:bluemix:public:quantum-computing:us-east:a/local:local-instance::"
 
 
@@ -64,6 +66,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     max_query_bytes: int = 48 * 1024
     # Most open connections, and most running requests: past either, 503 (uvicorn's limit_concurrency check).
     max_connections: int = 1000
+    # Per-job bounds checked before params are decoded (shared/job_limits.py; 400/413 at POST /jobs).
+    max_pubs: int = 10_000
+    max_parameter_values: int = 10_000_000
+    max_job_shots: int = 10_000_000
+    max_decoded_bytes: int = 256 * 1024 * 1024
     default_shots: int = 4096
     max_shots: int = 10_000_000
     default_precision: float = 0.015625
@@ -98,6 +105,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def job_limits(self) -> JobLimits:
+        """The per-job bounds of ``QRS_MAX_PUBS``, ``QRS_MAX_PARAMETER_VALUES``, ``QRS_MAX_JOB_SHOTS``..."""
+        return JobLimits(
+            max_pubs=self.max_pubs,
+            max_parameter_values=self.max_parameter_values,
+            max_job_shots=self.max_job_shots,
+            max_decoded_bytes=self.max_decoded_bytes,
+            default_shots=self.default_shots,
+        )
 
     @property
     def preload(self) -> tuple[str, ...]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from arq import Worker
 from arq.connections import ArqRedis, log_redis_info
+from arq.typing import WorkerCoroutine
 from arq.worker import func
 from redis import exceptions as redis_errors
 
@@ -90,7 +91,7 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx.update(store=JobStore(pool, settings.job_retention), runner=runner, settings=settings, worker_id=worker_id)
-        runner.start()
+        await runner.start()
         await doorbell.start()
         await heartbeat.start()
         sweeper.start()
@@ -101,7 +102,7 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
         await sweeper.stop()
         await leases.close()
         await heartbeat.stop()
-        runner.close()
+        await runner.close()
 
     async def job_start(ctx: dict[str, Any]) -> None:
         job_id_var.set(ctx["job_id"])  # the job's task and arq's own job lines inherit it
@@ -110,12 +111,14 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
 
     async def job_end(ctx: dict[str, Any]) -> None:
         await leases.release(ctx["job_id"])
-        heartbeat.jobs_done += 1
+        if not ctx.get("waiting_turn"):  # handed back until its session's turn (worker/tasks.py)
+            heartbeat.jobs_done += 1
         await heartbeat.beat_now()
 
     cls = EmbeddedWorker if embedded else QrsWorker
     worker = cls(
-        functions=[func(run_job, name=RUN_JOB, timeout=settings.max_execution_time + 60)],
+        # cast: arq's WorkerCoroutine protocol takes ctx as a plain dict, ours is a TypedDict.
+        functions=[func(cast(WorkerCoroutine, run_job), name=RUN_JOB, timeout=settings.max_execution_time + 60)],
         redis_pool=pool,
         queue_name=settings.queue_name,
         on_startup=startup,

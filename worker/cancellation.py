@@ -40,7 +40,7 @@ async def _watch(runner: ProgramRunner, store: JobStore, job_id: str) -> None:
             if record is not None:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 await store.log(job_id, f"{stamp} INFO simulation stopped: the job is {record.status.value}")
-            runner.stop()
+            await runner.stop()
             return
 
 

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import qiskit
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 
+from shared.errors import ApiError
+from shared.job_limits import check_params
 from worker.errors import ProgramError
 from worker.executors.aer import backend_noise_model, default_memory_limit_mb, executor_for
 from worker.jobspec import ExecutionRequest, Outcome
@@ -78,6 +80,11 @@ def execute(request: ExecutionRequest) -> Outcome:
     program = PROGRAMS.get(request.program_id)
     if program is None:
         raise ProgramError(f"Program {request.program_id} is not supported by this worker.")
+    try:
+        # Before RuntimeDecoder: it would inflate blobs and build operators without any bound.
+        check_params(request.params, request.program_id, request.limits)
+    except ApiError as exc:
+        raise ProgramError(exc.message) from None
     params = decode_params(request.params, plain=request.program_id in _PLAIN_JSON_PROGRAMS)
     executor = executor_for(request.device, _memory_limit_mb)
     start = time.perf_counter()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.job_limits import JobLimits
+
 
 @dataclass(frozen=True)
 class Defaults:
@@ -24,6 +26,7 @@ class ExecutionRequest:
     params: bytes
     device: str = "CPU"
     defaults: Defaults = field(default_factory=Defaults)
+    limits: JobLimits = field(default_factory=JobLimits)
 
 
 @dataclass(frozen=True)

@@ -6,22 +6,28 @@ between storing a job and queuing it, the task failed on an unexpected error (Re
 longer than the connection retries) so arq recorded a failure and forgot the job, or the job
 waited longer than arq's job-key expiry (one day). Every lease one worker (whichever takes the
 ``qrs:sweep-lock`` first) looks at the pending jobs and re-queues those with neither an arq job
-key nor an in-progress key. Re-queued jobs count as a new attempt, so ``QRS_MAX_ATTEMPTS``
-still bounds them.
+key nor an in-progress key. The pending jobs are read from the per-backend pending sets
+(``qrs:pending:{backend}``, one per catalog backend, kept by the job store), never by scanning
+the keyspace, so a sweep costs one round trip per pending job, whatever else Redis holds.
+Re-queued jobs count as a new attempt, so ``QRS_MAX_ATTEMPTS`` still bounds them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Iterable
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import keys
 from shared.aio import cancel_and_wait
+from shared.backends import BackendCatalog
 from shared.queue import enqueue_run
 from shared.store import JobStore
 
@@ -30,26 +36,42 @@ logger = logging.getLogger("qrs.worker")
 SWEEP_LOCK = f"{keys.PREFIX}sweep-lock"
 
 
-async def requeue_orphans(pool: ArqRedis, queue_name: str, min_age: float) -> list[str]:
+@functools.cache
+def catalog_backends() -> tuple[str, ...]:
+    """Names of the catalog's backends: the only ones ``POST /jobs`` accepts, so the only pending sets."""
+    return tuple(BackendCatalog().names())
+
+
+async def pending_job_ids(redis: Redis, backends: Iterable[str]) -> list[str]:
+    """Ids of the queued or running jobs of ``backends``, from their pending sets (no ``SCAN``)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for backend in backends:
+            pipe.smembers(keys.pending(backend))
+        members = await pipe.execute()
+    return [m.decode() if isinstance(m, bytes) else m for group in members for m in group]
+
+
+async def requeue_orphans(
+    pool: ArqRedis, queue_name: str, min_age: float, backends: Iterable[str] | None = None
+) -> list[str]:
     """Queue again every non-final job older than ``min_age`` seconds that arq does not hold.
 
+    ``backends``: whose pending sets to read; default every backend of the catalog.
     Returns the ids queued again.
     """
     store = JobStore(pool)
     requeued: list[str] = []
-    async for pending in pool.scan_iter(match=keys.PENDING_PATTERN, count=1000):
-        for member in await pool.smembers(pending):
-            job_id = member.decode() if isinstance(member, bytes) else member
-            if await pool.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id):
-                continue
-            record = await store.get(job_id)
-            if record is None or record.status.final or time.time() - record.created < min_age:
-                continue
-            # arq refuses to queue an id whose (failed) result it still keeps.
-            await pool.delete(result_key_prefix + job_id)
-            await enqueue_run(pool, queue_name, job_id)
-            logger.warning("job %s was %s but not queued; queued it again", job_id, record.status.value)
-            requeued.append(job_id)
+    for job_id in await pending_job_ids(pool, catalog_backends() if backends is None else backends):
+        if await pool.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id):
+            continue
+        record = await store.get(job_id)
+        if record is None or record.status.final or time.time() - record.created < min_age:
+            continue
+        # arq refuses to queue an id whose (failed) result it still keeps.
+        await pool.delete(result_key_prefix + job_id)
+        await enqueue_run(pool, queue_name, job_id)
+        logger.warning("job %s was %s but not queued; queued it again", job_id, record.status.value)
+        requeued.append(job_id)
     return requeued
 
 

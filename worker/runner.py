@@ -2,34 +2,80 @@
 
 Why a child process: Aer holds a CPU (or GPU) until a simulation ends and cannot be
 interrupted, so cancel and time-out kill the child instead; a crash in native code (or the OOM
-killer) takes down only the child. The child is forked from a ``forkserver`` that has already
-imported qiskit and qiskit-aer, so a replacement child is ready in milliseconds; caches (noise
-models, simulators) live in the child and survive between jobs.
+killer) takes down only the child, and fails only the job it was running, with the signal named
+(:class:`JobCrashed`): the child acknowledges each request before running it, so a death after
+that is the job's doing, and one before it (a child that died idle) is replaced and not blamed.
+The child is forked from a ``forkserver`` that has already imported qiskit and qiskit-aer, so a
+replacement child is ready in milliseconds; caches (noise models, simulators) live in the child
+and survive between jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
+import signal
+import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from worker.errors import ProgramError
+from worker.errors import ProgramError, plain_text
+
+logger = logging.getLogger("qrs.worker")
 
 _CHILD_MODULE = "worker.execute"
+# Reasons for the signals a simulation process dies of; SIGKILL is the kernel's OOM killer
+# unless the worker sent it (cancel, time-out), which is told apart by ``_stopping``.
+_SIGNAL_CAUSES = {
+    signal.SIGKILL: "most likely the kernel's out-of-memory killer: the job needed more memory than the "
+    "machine or container has",
+    signal.SIGSEGV: "a segmentation fault in native code",
+    signal.SIGABRT: "native code aborted, often an allocation failing at the job's memory limit",
+    signal.SIGBUS: "a bus error in native code",
+    signal.SIGILL: "an illegal instruction in native code",
+    signal.SIGFPE: "an arithmetic fault in native code",
+}
 
 
 class RunnerCrashed(Exception):
-    """The child process died mid-run (killed, segfault, OOM): an infrastructure fault."""
+    """The child process died or could not start before it took the job: an infrastructure fault."""
+
+
+class JobCrashed(ProgramError):
+    """The child process died while it ran this job's input (out of memory, a segfault...).
+
+    A :class:`~worker.errors.ProgramError`: the same input kills the process the same way, so
+    the job fails at once instead of being retried. The message names the signal or exit status.
+    """
 
 
 class RunnerStopped(Exception):
     """The run was stopped on purpose by :meth:`ProgramRunner.stop` (cancel or time-out)."""
 
 
+def describe_exit(exitcode: int | None, memory_limit_mb: int | None = None) -> str:
+    """Plain-text cause of a child's death from its ``exitcode`` (``-N``: killed by signal N)."""
+    if exitcode is None:
+        return "the simulation process stopped answering"
+    if exitcode >= 0:
+        return f"the simulation process exited with status {exitcode}"
+    try:
+        sig = signal.Signals(-exitcode)
+    except ValueError:
+        return f"the simulation process was killed by signal {-exitcode}"
+    cause = _SIGNAL_CAUSES.get(sig)
+    text = f"the simulation process was killed by {sig.name}" + (f" ({cause})" if cause else "")
+    if sig in (signal.SIGKILL, signal.SIGABRT):
+        limit = f"{memory_limit_mb} MiB" if memory_limit_mb else "half of the machine's memory"
+        text += f"; the job memory limit is {limit} (QRS_JOB_MEMORY_LIMIT)"
+    return text
+
+
 def _serve(conn: Connection) -> None:
-    """Child main loop: receive a request, answer ``("ok", Outcome)`` or ``("error", message)``."""
+    """Child main loop: receive a request, acknowledge it with ``("taken",)``, then answer
+    ``("ok", Outcome)``, ``("error", message)`` or ``("crash", summary, traceback)``."""
     from worker import execute as child
 
     while True:
@@ -37,14 +83,17 @@ def _serve(conn: Connection) -> None:
             request = conn.recv()
         except EOFError:
             return
+        reply: tuple[Any, ...]
         try:
-            reply: tuple[str, Any] = ("ok", child.execute(request))
+            # From here on a death of this process is the job's doing (see ProgramRunner.run).
+            conn.send(("taken",))
+            reply = ("ok", child.execute(request))
         except ProgramError as exc:
             reply = ("error", str(exc))
         except MemoryError:
             reply = ("error", "The job ran out of memory: it needs more than one job may use (QRS_JOB_MEMORY_LIMIT).")
         except Exception as exc:  # a program bug must fail the job, not kill the child
-            reply = ("error", f"{type(exc).__name__}: {exc}")
+            reply = ("crash", f"{type(exc).__name__}: {exc}", traceback.format_exc())
         try:
             conn.send(reply)
         except OSError:  # the worker died (kill -9) while we ran; its job runs elsewhere
@@ -60,7 +109,12 @@ def _warm(conn: Connection, device: str, preload: tuple[str, ...], memory_limit_
 
 
 class ProgramRunner:
-    """Runs :class:`worker.execute.ExecutionRequest` s one at a time in a child process."""
+    """Runs :class:`worker.execute.ExecutionRequest` s one at a time in a child process.
+
+    Every blocking step (starting the child, which waits for the forkserver to import qiskit,
+    about 2.6 s the first time; joining a dead child) runs in a thread, so the event loop (in the
+    embedded server also the API's) never stalls on it.
+    """
 
     def __init__(self, device: str = "CPU", preload: tuple[str, ...] = (), memory_limit_mb: int = 0) -> None:
         self._device = device
@@ -73,11 +127,14 @@ class ProgramRunner:
         self._stopping = False
         self._lock = asyncio.Lock()
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start the child now (imports qiskit) rather than on the first job."""
         if self._process is not None and self._process.is_alive():
             return
-        self._reap()
+        await self._reap()
+        self._process, self._conn = await asyncio.to_thread(self._spawn)
+
+    def _spawn(self) -> tuple[BaseProcess, Connection]:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
             target=_warm,
@@ -87,50 +144,81 @@ class ProgramRunner:
         )
         process.start()
         child.close()
-        self._process, self._conn = process, parent
+        return process, parent
 
     async def run(self, request: Any) -> Any:
         """Run ``request`` in the child and return its ``Outcome``.
 
+        A child found dead before it took the job (it died idle) is replaced once.
+
         Raises:
-            ProgramError: the program rejected its input.
+            ProgramError: the program rejected its input, or raised an unexpected exception (its
+                traceback is logged here, the summary is the message).
+            JobCrashed: the child died while running this job (signal or memory limit named).
             RunnerStopped: :meth:`stop` was called during the run.
-            RunnerCrashed: the child died for another reason.
+            RunnerCrashed: the child could not take the job (it died before, twice).
         """
         async with self._lock:
-            self.start()
-            conn = self._conn
-            assert conn is not None
             self._stopping = False
-            try:
-                await asyncio.to_thread(conn.send, request)
-                status, payload = await asyncio.to_thread(conn.recv)
-            except (EOFError, OSError, BrokenPipeError):
-                self._reap()
+            for attempt in (1, 2):
+                await self.start()
+                if self._stopping:  # cancelled while the child was starting (in a thread)
+                    raise RunnerStopped()
+                taken, reply = await self._exchange(request)
+                if reply is not None:
+                    break
+                process = self._process
+                await self._reap()
                 if self._stopping:
-                    raise RunnerStopped() from None
-                raise RunnerCrashed("the simulation process died") from None
+                    raise RunnerStopped()
+                cause = describe_exit(process.exitcode if process else None, self._memory_limit_mb)
+                if taken:
+                    raise JobCrashed(f"The job's simulation crashed: {cause}.")
+                logger.warning("%s before taking job %s; starting a new one", cause, getattr(request, "job_id", "?"))
+                if attempt == 2:
+                    raise RunnerCrashed(cause)
+        assert reply is not None
+        status = reply[0]
+        if status == "crash":
+            summary, details = plain_text(reply[1]), reply[2]
+            logger.error("unexpected error in job %s: %s\n%s", getattr(request, "job_id", "?"), summary, details)
+            raise ProgramError(f"{summary} (an unexpected error; the worker log has its traceback)")
         if status == "error":
-            raise ProgramError(payload)
-        return payload
+            raise ProgramError(plain_text(reply[1]))
+        return reply[1]
 
-    def stop(self) -> None:
+    async def _exchange(self, request: Any) -> tuple[bool, tuple[Any, ...] | None]:
+        """Send ``request``; (whether the child took it, its reply or ``None`` if it died)."""
+        conn = self._conn
+        assert conn is not None
+        taken = False
+        try:
+            await asyncio.to_thread(conn.send, request)
+            ack = await asyncio.to_thread(conn.recv)
+            taken = ack == ("taken",)
+            return taken, await asyncio.to_thread(conn.recv)
+        except (EOFError, OSError):
+            return taken, None
+
+    async def stop(self) -> None:
         """Kill the child (a running simulation stops at once); the next run starts a new one."""
         self._stopping = True
-        if self._process is not None and self._process.is_alive():
-            self._process.kill()
+        process = self._process
+        if process is not None and process.is_alive():
+            process.kill()
             # Wait for the kill to land, so that a run right after this one never finds the
             # dying child still "alive" and writes to its broken pipe.
-            self._process.join(timeout=5)
+            await asyncio.to_thread(process.join, 5)
 
-    def _reap(self) -> None:
-        if self._process is not None:
-            self._process.join(timeout=5)
-        if self._conn is not None:
-            self._conn.close()
+    async def _reap(self) -> None:
+        process, conn = self._process, self._conn
         self._process, self._conn = None, None
+        if process is not None:
+            await asyncio.to_thread(process.join, 5)
+        if conn is not None:
+            conn.close()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Stop the child and release its pipe."""
-        self.stop()
-        self._reap()
+        await self.stop()
+        await self._reap()

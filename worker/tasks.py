@@ -2,8 +2,9 @@
 
 Idempotent: a job that is already final (cancelled, or finished by an earlier attempt) is
 skipped, so arq may deliver it more than once ("Jobs may be called more than once!").
-Only infrastructure faults (the simulation process died) are retried; a job whose input
-cannot run fails on its first attempt.
+Only infrastructure faults are retried (the worker lost, found by its lease or the orphan sweep;
+a simulation process that could not take the job); a job whose input cannot run fails on its
+first attempt, also when it kills the simulation process (out of memory, a segfault).
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TypedDict
+from datetime import UTC, datetime
+from typing import NotRequired, TypedDict
 
 from arq import Retry
+from arq.constants import retry_key_prefix
 
 from shared.models import REASON_EXECUTION_ERROR, REASON_INFRASTRUCTURE, REASON_RAN_TOO_LONG, JobStatus
 from shared.settings import Settings
 from shared.store import JobStore
 from worker.cancellation import run_unless_cancelled
-from worker.errors import ProgramError
+from worker.errors import ProgramError, plain_text
 from worker.jobspec import Defaults, ExecutionRequest
 from worker.runner import ProgramRunner, RunnerCrashed, RunnerStopped
-from worker.session_order import wait_for_turn
+from worker.session_order import Turn, check_turn, recheck_delay
 
 logger = logging.getLogger("qrs.worker")
 
@@ -34,13 +37,15 @@ class WorkerContext(TypedDict):
     runner: ProgramRunner
     settings: Settings
     worker_id: str
+    waiting_turn: NotRequired[bool]
 
 
 async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
     """Run runtime job ``job_id`` and record its final state; returns that state's name.
 
     Raises:
-        arq.Retry: the simulation process died (not the job's fault); arq runs it again.
+        arq.Retry: the simulation process could not take the job (not its fault), or an earlier
+            job of its dedicated session is not final yet; arq runs it again later.
     """
     store, settings = ctx["store"], ctx["settings"]
     attempt = int(ctx.get("job_try", 1))  # type: ignore[call-overload]
@@ -57,8 +62,17 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
             log=[f"{_now()} ERROR giving up after {settings.max_attempts} attempts"],
         )
         return JobStatus.FAILED.value
-    if not await wait_for_turn(store, record):
+    turn = await check_turn(store, record)
+    if turn is Turn.SKIP:
         return "skipped"
+    if turn is Turn.WAIT:
+        # Hand the job back, deferred, instead of holding this worker until its turn. arq counts
+        # every start as a try (INCR of its retry key); a wait is not an attempt, so undo that.
+        await store.redis.decr(retry_key_prefix + job_id)
+        enqueued = ctx.get("enqueue_time")
+        waited = (datetime.now(UTC) - enqueued).total_seconds() if isinstance(enqueued, datetime) else 0.0
+        ctx["waiting_turn"] = True  # for the job_end hook: not a job done
+        raise Retry(defer=recheck_delay(waited))
     started = (
         f"{_now()} INFO job {job_id} started on worker {ctx['worker_id']} (attempt {attempt}): "
         f"program {record.program_id}, backend {record.backend}, device {settings.device}"
@@ -74,13 +88,14 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
         params=params,
         device=settings.device,
         defaults=Defaults(settings.default_shots, settings.default_precision, settings.max_shots),
+        limits=settings.job_limits,
     )
     limit = min(record.cost or settings.max_execution_time, settings.max_execution_time)
     runner = ctx["runner"]
     try:
         outcome = await asyncio.wait_for(run_unless_cancelled(runner, request, store, job_id), timeout=limit)
     except TimeoutError:
-        runner.stop()
+        await runner.stop()
         reason = f"Job ran longer than its maximum execution time of {limit} seconds."
         await store.finish(
             job_id,
@@ -92,13 +107,16 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
         )
         return JobStatus.CANCELLED.value
     except ProgramError as exc:
+        # Also a simulation process that died running this input (JobCrashed): the same input
+        # would kill the next one, so it is not retried.
+        message = plain_text(str(exc))
         await store.finish(
             job_id,
             JobStatus.FAILED,
-            f"Error in job execution: {exc}".encode(),
-            reason=f"Error in job execution: {exc}",
+            f"Error in job execution: {message}".encode(),
+            reason=f"Error in job execution: {message}",
             reason_code=REASON_EXECUTION_ERROR,
-            log=[f"{_now()} ERROR {exc}"],
+            log=[f"{_now()} ERROR {message}"],
         )
         return JobStatus.FAILED.value
     except RunnerStopped:
@@ -106,10 +124,11 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
     except asyncio.CancelledError:
         # arq cancels the task on shutdown and hands the job back to the queue; stop the
         # simulation too, or it would keep the CPU/GPU busy for a job that will run elsewhere.
-        runner.stop()
+        await runner.stop()
         raise
     except RunnerCrashed as exc:
-        await store.log(job_id, f"{_now()} WARNING {exc}; the job will be retried")
+        # The process died before it took the job: not the input's doing.
+        await store.log(job_id, f"{_now()} WARNING {exc} before the job started; the job will be retried")
         raise Retry(defer=1) from exc
     log = [f"{_now()} WARNING {warning}" for warning in outcome.warnings]
     log.append(f"{_now()} INFO job {job_id} completed: {outcome.num_pubs} PUB(s) in {outcome.quantum_seconds:.3f} s")

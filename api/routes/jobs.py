@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
@@ -17,6 +18,7 @@ from api.body import decode_json, read_limited
 from api.responses import MsgspecResponse
 from shared.errors import InvalidRequest, JobNotFound, ProgramNotFound
 from shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
+from shared.job_limits import check_params
 from shared.models import JobRecord, JobStatus, JobSubmission, job_view
 from shared.queue import ring_doorbell
 
@@ -109,6 +111,9 @@ async def create_job(request: Request) -> Response:
     body = await read_limited(request, settings.max_params_bytes)
     submission = decode_json(_decode_submission, body, "job submission")
     _validate(submission, request)
+    # In a thread: inflating a job's blobs to count them takes up to ~1 s (QRS_MAX_DECODED_BYTES),
+    # and zlib releases the GIL, so the event loop keeps serving meanwhile.
+    await asyncio.to_thread(check_params, bytes(submission.params), submission.program_id, settings.job_limits)
     guard = await admit(request, principal, submission)
     assert submission.backend is not None
     record = JobRecord(

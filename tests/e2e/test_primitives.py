@@ -185,3 +185,14 @@ def test_estimator_observable_on_every_qubit_of_127(service) -> None:
     assert abs(evs[0]) < 0.15  # the 124 idle qubits read X = +-1 at random
     assert 0.6 < evs[1] < 1.0  # <XXX> of a GHZ state is 1, less the backend's noise
     assert "resilience" in result.metadata["ignored_options"]  # reported, not silently dropped
+
+
+def test_a_job_past_the_shot_bound_is_refused_with_its_reason(service) -> None:
+    """3 PUBs x 10^7 shots (3.9 GB of simulation before): POST /jobs answers 400, the client says why."""
+    from qiskit_ibm_runtime import SamplerV2
+    from qiskit_ibm_runtime.exceptions import IBMRuntimeError
+
+    backend = service.backend("fake_manila")
+    isa = generate_preset_pass_manager(backend=backend, optimization_level=1).run(bell())
+    with pytest.raises(IBMRuntimeError, match="QRS_MAX_JOB_SHOTS"):
+        SamplerV2(mode=backend).run([isa] * 3, shots=10_000_000)

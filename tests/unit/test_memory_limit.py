@@ -10,6 +10,7 @@ import pytest
 from qiskit import QuantumCircuit
 from qiskit_ibm_runtime import RuntimeEncoder
 
+from shared.job_limits import JobLimits
 from worker.errors import ProgramError
 from worker.jobspec import Defaults, ExecutionRequest
 from worker.runner import ProgramRunner
@@ -26,6 +27,8 @@ def sampler_request(job_id: str, shots: int) -> ExecutionRequest:
         backend="fake_manila",
         params=json.dumps(params, cls=RuntimeEncoder).encode(),
         defaults=Defaults(max_shots=10**9),
+        # Past the job-size bound too: this test is about the memory limit behind it.
+        limits=JobLimits(max_job_shots=10**9),
     )
 
 
@@ -38,4 +41,4 @@ async def test_over_the_memory_limit_fails_the_job_not_the_process() -> None:
         outcome = await runner.run(sampler_request("small", 100))
         assert outcome.num_pubs == 1
     finally:
-        runner.close()
+        await runner.close()

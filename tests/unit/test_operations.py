@@ -109,7 +109,9 @@ async def test_metrics_count_jobs_by_state_program_and_backend(http: httpx.Async
     await store.start("j0", "w", 1)
     await store.finish("j0", JobStatus.COMPLETED, b"{}")
     await store.start("j1", "w", 1)
+    commands = spy_commands(pool)
     metrics = (await http.get("/metrics")).text
+    assert "SMEMBERS" in commands and "SCAN" not in commands
     assert 'qrs_jobs{backend="fake_manila",program="sampler",state="Running"} 1.0' in metrics
     assert 'qrs_jobs{backend="fake_manila",program="estimator",state="Queued"} 1.0' in metrics
     assert 'qrs_queue_depth{backend="fake_manila"} 1.0' in metrics
@@ -153,12 +155,38 @@ async def test_sweep_requeues_jobs_that_arq_lost(pool) -> None:  # type: ignore[
     old = time.time() - 60
     for job_id in ("lost", "queued", "young", "done"):
         created = time.time() if job_id == "young" else old
-        record = JobRecord(id=job_id, program_id="sampler", backend="b", instance="i", created=created)
+        record = JobRecord(id=job_id, program_id="sampler", backend="fake_manila", instance="i", created=created)
         await store.create(record, b"{}")
     await enqueue_run(pool, "q", "queued")
     await store.finish("done", JobStatus.COMPLETED, b"{}")
     await store.start("lost", "dead-worker", 1)  # Running, but arq has no trace of it
 
+    commands = spy_commands(pool)
     assert await requeue_orphans(pool, "q", min_age=15) == ["lost"]
     assert await pool.exists(job_key_prefix + "lost")
     assert await requeue_orphans(pool, "q", min_age=15) == []
+    assert commands and "SCAN" not in commands
+
+
+def spy_commands(redis) -> list[str]:  # type: ignore[no-untyped-def]
+    """Record the name of every command ``redis`` sends from now on (pipelines included)."""
+    seen: list[str] = []
+    plain, pipeline = redis.execute_command, redis.pipeline
+
+    async def execute_command(*args, **options):  # type: ignore[no-untyped-def]
+        seen.append(str(args[0]).upper())
+        return await plain(*args, **options)
+
+    def spied_pipeline(*args, **options):  # type: ignore[no-untyped-def]
+        pipe = pipeline(*args, **options)
+        queue = pipe.pipeline_execute_command
+
+        def queued(*cmd, **kw):  # type: ignore[no-untyped-def]
+            seen.append(str(cmd[0]).upper())
+            return queue(*cmd, **kw)
+
+        pipe.pipeline_execute_command = queued
+        return pipe
+
+    redis.execute_command, redis.pipeline = execute_command, spied_pipeline
+    return seen

@@ -1,8 +1,8 @@
-"""A dedicated session's job waits for the earlier ones; batch jobs and cancelled jobs do not wait."""
+"""A dedicated session's job waits for the earlier ones, without holding a worker; batch jobs and
+cancelled jobs do not wait."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import fakeredis
@@ -11,7 +11,7 @@ import pytest
 from shared.models import JobRecord, JobStatus
 from shared.sessions import BATCH, DEDICATED, SessionRecord, SessionStore
 from shared.store import JobStore
-from worker.session_order import wait_for_turn
+from worker.session_order import Turn, check_turn
 
 INSTANCE = "crn:v1:test:a/acct:one::"
 
@@ -38,22 +38,19 @@ async def setup(mode: str) -> tuple[JobStore, list[JobRecord]]:
 
 async def test_dedicated_job_waits_for_the_earlier_one() -> None:
     store, jobs = await setup(DEDICATED)
-    turn = asyncio.create_task(wait_for_turn(store, jobs[1]))
-    await asyncio.sleep(0.3)
-    assert not turn.done()
+    assert await check_turn(store, jobs[1]) is Turn.WAIT
     await store.finish("j0", JobStatus.COMPLETED, b"ok")
-    assert await asyncio.wait_for(turn, timeout=10) is True
+    assert await check_turn(store, jobs[1]) is Turn.RUN
 
 
 async def test_batch_jobs_do_not_wait() -> None:
     store, jobs = await setup(BATCH)
-    assert await asyncio.wait_for(wait_for_turn(store, jobs[1]), timeout=10) is True
+    assert await check_turn(store, jobs[1]) is Turn.RUN
 
 
 @pytest.mark.parametrize("action", ["cancel", "delete"])
 async def test_a_waiting_job_that_is_cancelled_or_deleted_never_runs(action: str) -> None:
     store, jobs = await setup(DEDICATED)
-    turn = asyncio.create_task(wait_for_turn(store, jobs[1]))
-    await asyncio.sleep(0.2)
+    assert await check_turn(store, jobs[1]) is Turn.WAIT
     await (store.cancel("j1") if action == "cancel" else store.delete("j1"))
-    assert await asyncio.wait_for(turn, timeout=10) is False
+    assert await check_turn(store, jobs[1]) is Turn.SKIP

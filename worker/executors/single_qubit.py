@@ -284,7 +284,7 @@ def compile_single_qubit(
     try:
         for instruction in instructions:
             operation = instruction.operation
-            if len(instruction.qubits) != 1 or getattr(operation, "blocks", ()):
+            if len(instruction.qubits) != 1 or getattr(operation, "blocks", None):
                 return None
             name = operation.name
             if name == "measure":
