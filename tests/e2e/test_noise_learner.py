@@ -4,8 +4,9 @@ The learned layer models are checked against an independent computation of the P
 noise of the backend's noise model: each gate error's Kraus operators give the Pauli error
 probabilities of its twirl (``p_Q = sum_i |Tr(Q K_i)|^2 / 4^k``, the chi-matrix diagonal),
 whose Walsh-Hadamard transform gives the Pauli fidelities; a layer's fidelity is the product
-over its gates. The server's models must reproduce those fidelities for every weight-1 Pauli
-and every weight-2 Pauli on the layer's coupled pairs.
+over its two-qubit gates and its qubits' dressing gates (two ``sx`` each, pulled back through
+the gates). The server's models must reproduce those fidelities for every weight-1 Pauli and
+every weight-2 Pauli on the layer's coupled pairs.
 """
 
 from __future__ import annotations
@@ -52,13 +53,30 @@ def twirled_gate_fidelities(backend: str, gate: str, qargs: tuple[int, ...]) -> 
     }
 
 
-def layer_fidelity(backend: str, gates: list[tuple[str, tuple[int, ...]]], pauli: dict[int, str]) -> float:
-    """Fidelity of a Pauli (physical qubit -> letter) under the layer's twirled gate errors."""
+def layer_fidelity(
+    backend: str, gates: list[tuple[str, tuple[int, ...]]], box_qubits: list[int], pauli: dict[int, str]
+) -> float:
+    """Fidelity of a Pauli (physical qubit -> letter) under a left-dressed layer's twirled noise.
+
+    The gate errors act after the gates; every box qubit's dressing (rz-sx-rz-sx-rz: two ``sx``
+    errors) acts before them, so it sees the Pauli pulled back through the gate, ``U^dagger P U``.
+    """
+    from qiskit.circuit.library import get_standard_gate_name_mapping
+    from qiskit.quantum_info import Clifford
+
     fidelity = 1.0
+    seen_by_dressing = dict(pauli)
     for name, qargs in gates:
         label = "".join(pauli.get(q, "I") for q in reversed(qargs))
         if set(label) != {"I"}:
             fidelity *= twirled_gate_fidelities(backend, name, qargs)[label]
+        back = Pauli(label).evolve(Clifford(get_standard_gate_name_mapping()[name]), frame="h")
+        for j, q in enumerate(qargs):
+            seen_by_dressing[q] = "IXZY"[int(back.x[j]) + 2 * int(back.z[j])]
+    for q in box_qubits:
+        letter = seen_by_dressing.get(q, "I")
+        if letter != "I":
+            fidelity *= twirled_gate_fidelities(backend, "sx", (q,))[letter] ** 2
     return fidelity
 
 
@@ -130,7 +148,7 @@ def test_noise_learner_layers_match_twirled_backend_noise(kolkata) -> None:  # t
             label = "".join(pauli.get(q, "I") for q in reversed(layer.qubits))
             anticommuting = ~generators.commutes(Pauli(label))
             model = np.exp(-2 * layer.error.rates[anticommuting].sum())
-            truth = layer_fidelity("fake_kolkata", gates, pauli)
+            truth = layer_fidelity("fake_kolkata", gates, layer.qubits, pauli)
             assert model == pytest.approx(truth, rel=FIDELITY_RTOL), (layer.qubits, label)
     # Every two-qubit gate of the circuit sits in one of the learned layers.
     assert learned_gates == two_qubit_gates
@@ -186,7 +204,7 @@ def test_noise_learner_v3_matches_twirled_backend_noise(kolkata) -> None:  # typ
         local = {q: j for j, q in enumerate(qubits)}
         for pauli in paulis_to_check(qubits, coupling):
             sparse = QubitSparsePauli(("".join(pauli.values()), [local[q] for q in pauli]), num_qubits=len(qubits))
-            truth = layer_fidelity("fake_kolkata", gates, pauli)
+            truth = layer_fidelity("fake_kolkata", gates, qubits, pauli)
             assert noise_map.pauli_fidelity(sparse) == pytest.approx(truth, rel=FIDELITY_RTOL), (qubits, pauli)
 
 

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.circuit import CircuitInstruction, QuantumRegister
-from qiskit.quantum_info import Operator, Pauli, SuperOp
+from qiskit.quantum_info import Pauli, SuperOp
 from qiskit_aer.noise import NoiseModel, QuantumError
 
 from worker.errors import ProgramError
@@ -102,15 +102,12 @@ class LayerNoise:
     instructions: list[NoisyInstruction] = field(default_factory=list)
 
 
-def pauli_fidelities(error: QuantumError, conjugate_by: Operator | None = None) -> dict[tuple[str, ...], float]:
+def pauli_fidelities(error: QuantumError) -> dict[tuple[str, ...], float]:
     """Pauli fidelities ``Tr(P E(P)) / 2^k`` of a k-qubit ``error``: those of its Pauli twirl.
 
-    ``conjugate_by``: the gate ``U`` the error follows, to give the fidelities of the same noise
-    placed before the gate (``U^dagger E U``). Keys are the letters per error qubit, qubit 0 first.
+    Keys are the letters per error qubit, qubit 0 first (``("X", "I")``: X on the first qubit).
     """
     superop = SuperOp(error)
-    if conjugate_by is not None:
-        superop = SuperOp(conjugate_by).compose(superop).compose(SuperOp(conjugate_by.adjoint()))
     k = error.num_qubits
     dim = 2**k
     fidelities = {}
@@ -205,13 +202,96 @@ def fit_pauli_lindblad(
     return generators, np.clip(rates, 0, None)
 
 
-def _conjugating_gate(operation: Any, site: str) -> Operator | None:
-    if site != "before":
+# Gates of one qubit's dressing per Twirl decomposition (samplomatic synthesizes every dressing
+# with this fixed, parametrized sequence; rz is virtual and noiseless).
+DRESSING_GATES = {"rzsx": ("sx", "sx"), "rzrx": ("rx",)}
+
+
+@dataclass(frozen=True)
+class Dressing:
+    """The single-qubit dressing of a twirled box: which side of the hard content, which gates."""
+
+    side: str = "left"
+    gates: tuple[str, ...] = DRESSING_GATES["rzsx"]
+
+
+def box_dressing(box: Any) -> Dressing | None:
+    """The dressing of a box from its ``Twirl`` annotation; ``None`` for a box without one."""
+    from samplomatic import Twirl
+    from samplomatic.utils import get_annotation
+
+    twirl = get_annotation(box, Twirl)
+    if twirl is None:
         return None
+    side = str(getattr(twirl.dressing, "value", twirl.dressing)).lower()
+    decomposition = str(getattr(twirl.decomposition, "value", twirl.decomposition)).lower()
+    if decomposition not in DRESSING_GATES:
+        raise ProgramError(f"Unknown twirl decomposition {decomposition!r}; known: {sorted(DRESSING_GATES)}.")
+    return Dressing(side, DRESSING_GATES[decomposition])
+
+
+def _letters(pauli: Pauli) -> tuple[str, ...]:
+    return tuple("IXZY"[int(x) + 2 * int(z)] for x, z in zip(pauli.x, pauli.z, strict=True))
+
+
+def _clifford(operation: Any) -> Any:
+    from qiskit.quantum_info import Clifford
+
     try:
-        return Operator(operation)
-    except Exception as exc:  # unbound parameters, opaque gates
-        raise ProgramError(f"Noise before a {operation.name} gate cannot be computed: {exc}") from None
+        return Clifford(operation)
+    except Exception:  # a non-Clifford gate (rzz(0.3), unbound parameters): no Pauli-Lindblad layer
+        raise ProgramError(
+            f"The layer's {operation.name} gate is not a Clifford gate; only layers of Clifford gates "
+            "have a Pauli-Lindblad model."
+        ) from None
+
+
+def _one_qubit_fidelities(model: NoiseModel, qubit: int, gates: Sequence[str]) -> dict[str, float]:
+    """Fidelities of X, Y, Z under the twirled errors of ``gates`` applied to ``qubit``."""
+    fidelity = {"I": 1.0, "X": 1.0, "Y": 1.0, "Z": 1.0}
+    for name in gates:
+        error = _error_for(model, name, (qubit,))
+        if error is not None:
+            for (letter,), value in pauli_fidelities(error).items():
+                fidelity[letter] *= value
+    return fidelity
+
+
+def _instruction_fidelities(
+    operation: Any,
+    error: QuantumError | None,
+    dressings: Sequence[dict[str, float]],
+    dressing: Dressing,
+    site: str,
+) -> dict[tuple[str, ...], float]:
+    """Fidelities of one instruction's noise (gate error and its qubits' dressing errors).
+
+    With the noise written after the gate ``U``, a left dressing's channel ``D`` (applied before
+    ``U``) is ``U D U^dagger``, of fidelities ``f_D(U^dagger P U)``; a right dressing is after
+    the gate already. Written before the gate (``site="before"``) the fidelities are those of
+    ``U P U^dagger`` after it. Pauli channels compose by multiplying fidelities.
+    """
+    k = len(dressings)
+    gate = pauli_fidelities(error) if error is not None else None
+    needs_frame = site == "before" or (dressing.side == "left" and any(d["X"] != 1 or d["Z"] != 1 for d in dressings))
+    clifford = _clifford(operation) if needs_frame else None
+
+    def after(letters: tuple[str, ...]) -> float:
+        fidelity = gate[letters] if gate is not None else 1.0
+        dressed = letters
+        if dressing.side == "left" and clifford is not None:
+            dressed = _letters(Pauli("".join(reversed(letters))).evolve(clifford, frame="h"))
+        for j, letter in enumerate(dressed):
+            fidelity *= dressings[j][letter]
+        return fidelity
+
+    table = {}
+    for letters in product("IXYZ", repeat=k):
+        if site == "before" and clifford is not None:
+            table[letters] = after(_letters(Pauli("".join(reversed(letters))).evolve(clifford, frame="s")))
+        else:
+            table[letters] = after(letters)
+    return table
 
 
 def layer_noise(
@@ -220,34 +300,47 @@ def layer_noise(
     model: NoiseModel,
     coupling: Iterable[tuple[int, int]],
     site: str = "after",
+    dressing: Dressing | None = Dressing(),
 ) -> LayerNoise:
     """The Pauli-Lindblad model of the layer whose hard content is ``body`` on physical ``qubits``.
 
     Args:
         qubits: the layer's physical qubits (any order; the model indexes them in ascending order).
-        body: ``(operation, physical qargs)`` of each instruction of the layer (barriers allowed).
+        body: ``(operation, physical qargs)`` of each instruction of the undressed box (barriers
+            allowed); instructions must act on distinct qubits (a layer).
         model: the noise model whose errors are twirled.
         coupling: the backend's coupling map (directed or not): weight-2 generators on its
             edges between layer qubits, and on every two-qubit instruction's pair.
         site: ``"after"`` (noise after the gates, as Aer applies it) or ``"before"``.
+        dressing: the box's dressing; the errors of its gates on every layer qubit are part of
+            the layer's noise, as they are of the noise learned on hardware. ``None``: none.
 
     Raises:
-        ProgramError: an error the model cannot express (see ``fit_pauli_lindblad``).
+        ProgramError: a non-Clifford gate that noise must be moved through, an error the model
+            cannot express (see ``fit_pauli_lindblad``).
     """
     ordered = sorted(set(qubits))
     local = {q: i for i, q in enumerate(ordered)}
+    dressing_gates = dressing.gates if dressing is not None else ()
+    dressings = {q: _one_qubit_fidelities(model, q, dressing_gates) for q in ordered}
+    side = dressing or Dressing()
     noisy = []
+    covered: set[int] = set()
     edges = {(local[a], local[b]) for a, b in coupling if a in local and b in local and a != b}
     for operation, qargs in body:
         if operation.name == "barrier":
             continue
+        if covered.intersection(qargs):
+            raise ProgramError(f"The layer applies more than one instruction to qubits {sorted(covered & set(qargs))}.")
+        covered.update(qargs)
         if len(qargs) == 2:
             edges.add((local[qargs[0]], local[qargs[1]]))
         error = _error_for(model, operation.name, tuple(qargs))
-        if error is None:
-            continue
-        fidelities = pauli_fidelities(error, _conjugating_gate(operation, site))
+        fidelities = _instruction_fidelities(operation, error, [dressings[q] for q in qargs], side, site)
         noisy.append(NoisyInstruction(tuple(local[q] for q in qargs), fidelities))
+    for q in ordered:
+        if q not in covered:  # an idle qubit of the box: only its dressing acts on it
+            noisy.append(NoisyInstruction((local[q],), {(p,): f for p, f in dressings[q].items()}))
     generators, rates = fit_pauli_lindblad(len(ordered), edges, noisy)
     return LayerNoise(ordered, generators, rates, noisy)
 
@@ -298,6 +391,7 @@ class _Layer:
 
     qubits: list[int]
     gates: list[tuple[Any, tuple[int, ...]]]
+    dressing: Dressing | None
     count: int = 0
     first_seen: int = 0
 
@@ -381,7 +475,8 @@ def find_layers(circuits: Sequence[QuantumCircuit], strategy: str) -> list[_Laye
                 tuple(sorted(outer)),
                 tuple(sorted((op.name, qargs, tuple(map(str, op.params))) for op, qargs in gates)),
             )
-            layer = layers.setdefault(key, _Layer(sorted(outer), gates, first_seen=len(layers)))
+            dressing = box_dressing(instruction.operation)
+            layer = layers.setdefault(key, _Layer(sorted(outer), gates, dressing, first_seen=len(layers)))
             layer.count += 1
     return sorted(layers.values(), key=lambda layer: (-layer.count, -len(layer.gates), layer.first_seen))
 
@@ -417,7 +512,7 @@ def run_noise_learner_v2(params: dict[str, Any], backend: str, executor: Executo
         layers = layers[: options.max_layers_to_learn]
     data = []
     for layer in layers:
-        noise = layer_noise(layer.qubits, layer.gates, model, coupling)
+        noise = layer_noise(layer.qubits, layer.gates, model, coupling, dressing=layer.dressing)
         local = {q: i for i, q in enumerate(noise.qubits)}
         circuit = QuantumCircuit(len(noise.qubits))
         for operation, qargs in layer.gates:
@@ -529,7 +624,7 @@ def run_noise_learner_v3(params: dict[str, Any], backend: str, executor: Executo
             annotation = get_annotation(instruction.operation, InjectNoise)
             site = str(getattr(getattr(annotation, "site", None), "value", "after")).lower()
             body = [(op.operation, tuple(inner[q] for q in op.qubits)) for op in box.body.data]
-            noise = layer_noise(qubits, body, model, coupling, site=site)
+            noise = layer_noise(qubits, body, model, coupling, site=site, dressing=box_dressing(instruction.operation))
             metadata = _lindblad_metadata(depths, noise.qubits, post_selection)
         elif protocol is LearningProtocol.TREX:
             measured = [inner[op.qubits[0]] for op in box.body.data if op.operation.name == "measure"]
