@@ -48,8 +48,7 @@ def twirled_gate_fidelities(backend: str, gate: str, qargs: tuple[int, ...]) -> 
         q: sum(abs(np.trace(Pauli(q).to_matrix().conj().T @ op)) ** 2 for op in kraus) / 4**k for q in labels
     }
     return {
-        p: sum(prob * (1 if Pauli(p).commutes(Pauli(q)) else -1) for q, prob in probabilities.items())
-        for p in labels
+        p: sum(prob * (1 if Pauli(p).commutes(Pauli(q)) else -1) for q, prob in probabilities.items()) for p in labels
     }
 
 
@@ -113,8 +112,11 @@ def test_noise_learner_layers_match_twirled_backend_noise(kolkata) -> None:  # t
     qc = ghz_and_back(4)
     qc.measure_all()
     isa = generate_preset_pass_manager(backend=kolkata, optimization_level=0).run(qc)
-    two_qubit_gates = {(i.operation.name, tuple(isa.find_bit(q).index for q in i.qubits)) for i in isa.data
-                       if i.operation.num_qubits == 2 and i.operation.name != "barrier"}
+    two_qubit_gates = {
+        (i.operation.name, tuple(isa.find_bit(q).index for q in i.qubits))
+        for i in isa.data
+        if i.operation.num_qubits == 2 and i.operation.name != "barrier"
+    }
     options = NoiseLearnerOptions(
         max_layers_to_learn=10, num_randomizations=8, layer_pair_depths=[0, 1, 2], twirling_strategy="active"
     )
@@ -137,8 +139,10 @@ def test_noise_learner_layers_match_twirled_backend_noise(kolkata) -> None:  # t
     for layer in result.data:
         assert isinstance(layer, LayerError) and isinstance(layer.error, PauliLindbladError)
         assert layer.qubits == sorted(layer.qubits) and layer.circuit.num_qubits == len(layer.qubits)
-        gates = [(i.operation.name, tuple(layer.qubits[layer.circuit.find_bit(q).index] for q in i.qubits))
-                 for i in layer.circuit.data]
+        gates = [
+            (i.operation.name, tuple(layer.qubits[layer.circuit.find_bit(q).index] for q in i.qubits))
+            for i in layer.circuit.data
+        ]
         learned_gates.update(gates)
         # "active": a layer twirls only the qubits its gates act on.
         assert set(layer.qubits) == {q for _, qargs in gates for q in qargs}
@@ -199,8 +203,11 @@ def test_noise_learner_v3_matches_twirled_backend_noise(kolkata) -> None:  # typ
         qubits = sorted(physical[q] for q in layer.qubits)
         assert noise_map.num_qubits == len(qubits)
         inner = dict(zip(layer.operation.body.qubits, (physical[q] for q in layer.qubits), strict=True))
-        gates = [(i.operation.name, tuple(inner[q] for q in i.qubits))
-                 for i in undress_box(layer.operation).body.data if i.operation.num_qubits == 2]
+        gates = [
+            (i.operation.name, tuple(inner[q] for q in i.qubits))
+            for i in undress_box(layer.operation).body.data
+            if i.operation.num_qubits == 2
+        ]
         local = {q: j for j, q in enumerate(qubits)}
         for pauli in paulis_to_check(qubits, coupling):
             sparse = QubitSparsePauli(("".join(pauli.values()), [local[q] for q in pauli]), num_qubits=len(qubits))

@@ -453,7 +453,9 @@ def find_layers(circuits: Sequence[QuantumCircuit], strategy: str) -> list[_Laye
     from samplomatic.utils import undress_box
 
     manager = generate_boxing_pass_manager(
-        enable_gates=True, enable_measures=False, twirling_strategy=_STRATEGIES[strategy]  # type: ignore[arg-type]
+        enable_gates=True,
+        enable_measures=False,
+        twirling_strategy=_STRATEGIES[strategy],  # type: ignore[arg-type]
     )
     layers: dict[tuple[Any, ...], _Layer] = {}
     for circuit in circuits:
@@ -640,9 +642,7 @@ def run_noise_learner_v3(params: dict[str, Any], backend: str, executor: Executo
             )
         n = len(noise.qubits)
         generators = [
-            QubitSparsePauliList.from_sparse_list(
-                [("".join(p for _, p in generator), [q for q, _ in generator])], n
-            )
+            QubitSparsePauliList.from_sparse_list([("".join(p for _, p in generator), [q for q, _ in generator])], n)
             for generator in noise.generators
         ]
         results.append(NoiseLearnerV3Result.from_generators(generators, noise.rates, metadata=metadata))
