@@ -370,11 +370,11 @@ def readout_noise(qubits: Sequence[int], model: NoiseModel) -> LayerNoise:
 
 def _coupling(backend: str) -> list[tuple[int, int]]:
     coupling_map = fake_backend(backend).coupling_map
-    return [tuple(edge) for edge in coupling_map.get_edges()] if coupling_map is not None else []  # type: ignore[misc]
+    return [(int(a), int(b)) for a, b in coupling_map.get_edges()] if coupling_map is not None else []
 
 
 def _first_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", lambda: [])()
+    errors: list[dict[str, Any]] = getattr(exc, "errors", list)()
     if not errors:
         return str(exc)
     first = errors[0]
