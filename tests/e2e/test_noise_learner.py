@@ -29,10 +29,10 @@ FIDELITY_RTOL = 1e-9
 
 @functools.cache
 def noise_model(name: str) -> NoiseModel:
-    from qiskit_ibm_runtime.fake_provider import FakeKolkataV2
+    from qiskit_ibm_runtime.fake_provider import FakeKolkataV2, FakeSherbrooke
 
     # The server's worker builds the same model: NoiseModel.from_backend of the client's fake backend.
-    backends = {"fake_kolkata": FakeKolkataV2}
+    backends = {"fake_kolkata": FakeKolkataV2, "fake_sherbrooke": FakeSherbrooke}
     return NoiseModel.from_backend(backends[name]())
 
 
@@ -104,14 +104,20 @@ def kolkata(service):  # type: ignore[no-untyped-def]
     return service.backend("fake_kolkata")
 
 
-def test_noise_learner_layers_match_twirled_backend_noise(kolkata) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["fake_kolkata", "fake_sherbrooke"])
+def device(service, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A 27-qubit CX device and a 127-qubit ECR device."""
+    return service.backend(request.param)
+
+
+def test_noise_learner_layers_match_twirled_backend_noise(device) -> None:  # type: ignore[no-untyped-def]
     from qiskit_ibm_runtime.noise_learner import NoiseLearner
     from qiskit_ibm_runtime.options import NoiseLearnerOptions
     from qiskit_ibm_runtime.results import LayerError, NoiseLearnerResult, PauliLindbladError
 
     qc = ghz_and_back(4)
     qc.measure_all()
-    isa = generate_preset_pass_manager(backend=kolkata, optimization_level=0).run(qc)
+    isa = generate_preset_pass_manager(backend=device, optimization_level=0).run(qc)
     two_qubit_gates = {
         (i.operation.name, tuple(isa.find_bit(q).index for q in i.qubits))
         for i in isa.data
@@ -121,12 +127,12 @@ def test_noise_learner_layers_match_twirled_backend_noise(kolkata) -> None:  # t
         max_layers_to_learn=10, num_randomizations=8, layer_pair_depths=[0, 1, 2], twirling_strategy="active"
     )
     with pytest.warns(DeprecationWarning):
-        learner = NoiseLearner(kolkata, options)
+        learner = NoiseLearner(device, options)
     job = learner.run([isa])
     result = job.result()
 
     assert isinstance(result, NoiseLearnerResult)
-    assert result.metadata["backend"] == "fake_kolkata"
+    assert result.metadata["backend"] == device.name
     assert result.metadata["input_options"] == {
         "max_layers_to_learn": 10,
         "shots_per_randomization": 128,
@@ -134,7 +140,7 @@ def test_noise_learner_layers_match_twirled_backend_noise(kolkata) -> None:  # t
         "layer_pair_depths": [0, 1, 2],
         "twirling_strategy": "active",
     }
-    coupling = {tuple(edge) for edge in kolkata.coupling_map.get_edges()}
+    coupling = {tuple(edge) for edge in device.coupling_map.get_edges()}
     learned_gates = set()
     for layer in result.data:
         assert isinstance(layer, LayerError) and isinstance(layer.error, PauliLindbladError)
@@ -152,7 +158,7 @@ def test_noise_learner_layers_match_twirled_backend_noise(kolkata) -> None:  # t
             label = "".join(pauli.get(q, "I") for q in reversed(layer.qubits))
             anticommuting = ~generators.commutes(Pauli(label))
             model = np.exp(-2 * layer.error.rates[anticommuting].sum())
-            truth = layer_fidelity("fake_kolkata", gates, layer.qubits, pauli)
+            truth = layer_fidelity(device.name, gates, layer.qubits, pauli)
             assert model == pytest.approx(truth, rel=FIDELITY_RTOL), (layer.qubits, label)
     # Every two-qubit gate of the circuit sits in one of the learned layers.
     assert learned_gates == two_qubit_gates
@@ -179,24 +185,24 @@ def _unique_layers(backend, circuit: QuantumCircuit, observable: SparsePauliOp):
     return estimator.find_unique_layers([(circuit, observable)])
 
 
-def test_noise_learner_v3_matches_twirled_backend_noise(kolkata) -> None:  # type: ignore[no-untyped-def]
+def test_noise_learner_v3_matches_twirled_backend_noise(device) -> None:  # type: ignore[no-untyped-def]
     from qiskit.circuit import QuantumRegister
     from qiskit_ibm_runtime import NoiseLearnerV3
     from qiskit_ibm_runtime.results import NoiseLearnerV3Results
     from samplomatic.utils import undress_box
 
-    isa = generate_preset_pass_manager(backend=kolkata, optimization_level=0).run(ghz_and_back(4))
+    isa = generate_preset_pass_manager(backend=device, optimization_level=0).run(ghz_and_back(4))
     observable = SparsePauliOp("ZZZZ").apply_layout(isa.layout)
-    layers = _unique_layers(kolkata, isa, observable)
+    layers = _unique_layers(device, isa, observable)
     assert layers
 
-    learner = NoiseLearnerV3(kolkata)
+    learner = NoiseLearnerV3(device)
     learner.options.layer_pair_depths = [0, 1, 4]
     result = learner.run(layers).result()
 
     assert isinstance(result, NoiseLearnerV3Results) and len(result) == len(layers)
-    physical = {bit: i for i, bit in enumerate(QuantumRegister(kolkata.num_qubits, "q"))}
-    coupling = {tuple(edge) for edge in kolkata.coupling_map.get_edges()}
+    physical = {bit: i for i, bit in enumerate(QuantumRegister(device.num_qubits, "q"))}
+    coupling = {tuple(edge) for edge in device.coupling_map.get_edges()}
     for layer, datum, noise_map in zip(layers, result.data, result.to_pauli_lindblad_maps(), strict=True):
         assert datum.metadata["learning_protocol"] == "lindblad"
         assert set(datum.metadata["post_selection"]["fraction_kept"]) == {0, 1, 4}
@@ -211,7 +217,7 @@ def test_noise_learner_v3_matches_twirled_backend_noise(kolkata) -> None:  # typ
         local = {q: j for j, q in enumerate(qubits)}
         for pauli in paulis_to_check(qubits, coupling):
             sparse = QubitSparsePauli(("".join(pauli.values()), [local[q] for q in pauli]), num_qubits=len(qubits))
-            truth = layer_fidelity("fake_kolkata", gates, qubits, pauli)
+            truth = layer_fidelity(device.name, gates, qubits, pauli)
             assert noise_map.pauli_fidelity(sparse) == pytest.approx(truth, rel=FIDELITY_RTOL), (qubits, pauli)
 
 
