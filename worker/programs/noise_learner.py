@@ -18,13 +18,17 @@ and have no other effect; ``twirling_strategy`` decides which qubits each layer 
 What is computed, and what is not:
 
 * the errors of every instruction of the layer's hard content (the two-qubit gates, and any
-  other instruction the noise model has an error for), in the direction the circuit uses them;
-* not the errors of the single-qubit dressing gates (the twirling Paulis merged into the
-  layer's single-qubit gates; their ``sx`` errors are ~30x smaller than a two-qubit error), and
-  not idle-qubit relaxation, which Aer applies only to explicit ``delay`` instructions;
+  other instruction the noise model has an error for, ``id`` included), in the direction the
+  circuit uses them;
+* the errors of every layer qubit's dressing (the single-qubit gates samplomatic synthesizes
+  with the twirling Paulis merged in: two ``sx`` for ``rz-sx-rz-sx-rz``), as hardware learning
+  measures them with the layer; a left dressing acts before the gates, so its Pauli channel is
+  moved through them by Clifford conjugation (its fidelity for ``P`` is that of ``U^dagger P U``);
+  the rotations between the two ``sx`` are ignored (a second-order effect);
+* not idle-qubit relaxation, which Aer applies only to explicit ``delay`` instructions;
 * the noise is placed where the layer's ``InjectNoise`` annotation says (``site="after"``, the
   default: after the two-qubit gates, where Aer applies gate errors; ``"before"``: conjugated
-  through the layer's gates).
+  through the layer's gates). Layers whose noise must cross a non-Clifford gate fail the job.
 
 Params (PROTOCOL.md §5):
 
