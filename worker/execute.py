@@ -21,9 +21,10 @@ from worker.errors import ProgramError
 from worker.executors.aer import backend_noise_model, default_memory_limit_mb, executor_for
 from worker.jobspec import ExecutionRequest, Outcome
 from worker.programs.executor import run_executor
+from worker.programs.noise_learner import run_noise_learner
 from worker.programs.primitives import PROGRAMS as PRIMITIVES
 
-PROGRAMS = {**PRIMITIVES, "executor": run_executor}
+PROGRAMS = {**PRIMITIVES, "executor": run_executor, "noise-learner": run_noise_learner}
 # Executor params are plain pydantic JSON, not RuntimeEncoder output (PROTOCOL.md §5.3).
 _PLAIN_JSON_PROGRAMS = frozenset({"executor"})
 

@@ -22,7 +22,7 @@ from shared.job_limits import check_params
 from shared.models import JobRecord, JobStatus, JobSubmission, job_view
 from shared.queue import ring_doorbell
 
-PROGRAMS = frozenset({"sampler", "estimator", "executor"})
+PROGRAMS = frozenset({"sampler", "estimator", "executor", "noise-learner"})
 MAX_TAG_LENGTH = 255
 MAX_TAGS = 100
 
@@ -64,6 +64,41 @@ def _validate_executor_params(raw: msgspec.Raw) -> None:
         raise InvalidRequest("params.quantum_program.items must be a list of program items.")
 
 
+# ``ibm_quantum_schemas.noise_learner_v3`` versions the client 0.51 has converters for.
+NOISE_LEARNER_V3_SCHEMA_VERSIONS = ("v0.1", "v0.2", "v0.3")
+
+
+class _NoiseLearnerParams(msgspec.Struct):
+    """The outline of ``noise-learner`` params: ``NoiseLearner`` sends ``circuits``,
+    ``NoiseLearnerV3`` a ``schema_version`` with ``instructions``; the worker validates the rest."""
+
+    circuits: list[msgspec.Raw] | None = None
+    schema_version: str | None = None
+    instructions: dict[str, object] | None = None
+    options: dict[str, object] | None = None
+
+
+_decode_noise_learner_params = msgspec.json.Decoder(_NoiseLearnerParams).decode
+
+
+def _validate_noise_learner_params(raw: msgspec.Raw) -> None:
+    try:
+        params = _decode_noise_learner_params(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"Invalid params for program noise-learner: {exc}") from None
+    if params.schema_version is None:
+        if not params.circuits:
+            raise InvalidRequest("params.circuits must contain at least one circuit.")
+        return
+    if params.schema_version not in NOISE_LEARNER_V3_SCHEMA_VERSIONS:
+        raise InvalidRequest(
+            f"Unsupported noise-learner schema_version {params.schema_version!r}; "
+            f"supported: {', '.join(NOISE_LEARNER_V3_SCHEMA_VERSIONS)}."
+        )
+    if params.instructions is None:
+        raise InvalidRequest("params.instructions is required with a schema_version.")
+
+
 def new_job_id() -> str:
     """A 20-character lowercase id, the shape of IBM's job ids."""
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -87,6 +122,8 @@ def _validate(submission: JobSubmission, request: Request) -> None:
         raise InvalidRequest("The 'params' field is required and must be a JSON object.")
     if submission.program_id == "executor":
         _validate_executor_params(submission.params)
+    elif submission.program_id == "noise-learner":
+        _validate_noise_learner_params(submission.params)
     else:
         params = decode_json(_decode_primitive_params, submission.params, f"params for program {submission.program_id}")
         if not params.pubs:
