@@ -18,8 +18,7 @@ import json
 from pathlib import Path
 
 import msgspec
-
-from shared.settings import Settings
+from qiskit_runtime_server.shared.settings import Settings
 
 
 class AccessFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -86,7 +85,7 @@ def load_policy(settings: Settings) -> AccessPolicy:
     Raises:
         ValueError: a malformed ``QRS_API_KEYS`` or access file (start-up fails loudly).
     """
-    from api.auth import key_id
+    from qiskit_runtime_server.api.auth import key_id
 
     keys: dict[str, list[str]] = {}
     limits: dict[str, float] = {}

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 
+from qiskit_runtime_server.api.auth import Principal
+from qiskit_runtime_server.shared.errors import Conflict, Forbidden, InvalidRequest, SessionNotFound
+from qiskit_runtime_server.shared.models import JobSubmission
+from qiskit_runtime_server.shared.sessions import state_of
+from qiskit_runtime_server.shared.store import Guard, usage_period
 from starlette.requests import Request
-
-from api.auth import Principal
-from shared.errors import Conflict, Forbidden, InvalidRequest, SessionNotFound
-from shared.models import JobSubmission
-from shared.sessions import state_of
-from shared.store import Guard, usage_period
 
 
 async def check_usage_limit(request: Request, instance: str) -> None:

@@ -20,27 +20,26 @@ from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from arq.connections import ArqRedis
+from qiskit_runtime_server.api import auth
+from qiskit_runtime_server.api.access import load_policy
+from qiskit_runtime_server.api.finished import FinishedJobs
+from qiskit_runtime_server.api.openapi import openapi_document
+from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse, error_response
+from qiskit_runtime_server.api.routes import backends, instances, job_actions, jobs, ops, sessions
+from qiskit_runtime_server.api.state import AppState
+from qiskit_runtime_server.shared import keys
+from qiskit_runtime_server.shared.backends import BackendCatalog
+from qiskit_runtime_server.shared.errors import MORE_INFO, ApiError, UriTooLong
+from qiskit_runtime_server.shared.queue import connect
+from qiskit_runtime_server.shared.sessions import SessionStore
+from qiskit_runtime_server.shared.settings import Settings, load_settings
+from qiskit_runtime_server.shared.store import JobStore
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from api import auth
-from api.access import load_policy
-from api.finished import FinishedJobs
-from api.openapi import openapi_document
-from api.responses import MsgspecResponse, RawJSONResponse, error_response
-from api.routes import backends, instances, job_actions, jobs, ops, sessions
-from api.state import AppState
-from shared import keys
-from shared.backends import BackendCatalog
-from shared.errors import MORE_INFO, ApiError, UriTooLong
-from shared.queue import connect
-from shared.sessions import SessionStore
-from shared.settings import Settings, load_settings
-from shared.store import JobStore
 
 logger = logging.getLogger("qrs.api")
 

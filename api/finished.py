@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
+from qiskit_runtime_server.shared import keys
+from qiskit_runtime_server.shared.channel import ChannelListener
 from redis.asyncio import Redis
-
-from shared import keys
-from shared.channel import ChannelListener
 
 
 class FinishedJobs:

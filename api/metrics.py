@@ -26,11 +26,10 @@ from typing import cast
 import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from qiskit_runtime_server.shared import keys, stats, workers
+from qiskit_runtime_server.shared.backends import BackendCatalog
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus
 from redis.asyncio import Redis
-
-from shared import keys, stats, workers
-from shared.backends import BackendCatalog
-from shared.models import JobRecord, JobStatus
 
 _decode_record = msgspec.json.Decoder(JobRecord).decode
 

@@ -16,10 +16,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+from qiskit_runtime_server.shared.models import JobSubmission, TagsUpdate
+from qiskit_runtime_server.shared.sessions import SessionCreate, SessionPatch
 from starlette.routing import BaseRoute, Mount, Route
-
-from shared.models import JobSubmission, TagsUpdate
-from shared.sessions import SessionCreate, SessionPatch
 
 _REF = "#/components/schemas/{name}"
 

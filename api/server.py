@@ -29,10 +29,9 @@ from typing import Any
 
 import msgspec
 import uvicorn
+from qiskit_runtime_server.shared.errors import MORE_INFO, ApiError, HeadersTooLarge, InvalidRequest, UriTooLong
+from qiskit_runtime_server.shared.settings import Settings
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-from shared.errors import MORE_INFO, ApiError, HeadersTooLarge, InvalidRequest, UriTooLong
-from shared.settings import Settings
 
 _REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import TypedDict
 
 from arq.connections import ArqRedis
-
-from api.access import AccessPolicy
-from api.finished import FinishedJobs
-from shared.backends import BackendCatalog
-from shared.sessions import SessionStore
-from shared.settings import Settings
-from shared.store import JobStore
+from qiskit_runtime_server.api.access import AccessPolicy
+from qiskit_runtime_server.api.finished import FinishedJobs
+from qiskit_runtime_server.shared.backends import BackendCatalog
+from qiskit_runtime_server.shared.sessions import SessionStore
+from qiskit_runtime_server.shared.settings import Settings
+from qiskit_runtime_server.shared.store import JobStore
 
 
 class AppState(TypedDict):

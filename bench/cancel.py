@@ -49,7 +49,8 @@ def start(split: bool) -> tuple[str, list[subprocess.Popen[bytes]]]:
     else:
         commands = [[]]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "cli", *c], cwd=ROOT, env=env, stdout=log, stderr=log) for c in commands
+        subprocess.Popen([sys.executable, "-m", "qiskit_runtime_server", *c], cwd=ROOT, env=env, stdout=log, stderr=log)
+        for c in commands
     ]
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):

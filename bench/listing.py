@@ -19,13 +19,12 @@ import time
 
 import httpx
 import msgspec
+from qiskit_runtime_server.api.app import create_app
+from qiskit_runtime_server.shared import job_index, keys
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus
+from qiskit_runtime_server.shared.queue import connect
+from qiskit_runtime_server.shared.settings import load_settings
 from redis.asyncio import Redis
-
-from api.app import create_app
-from shared import job_index, keys
-from shared.models import JobRecord, JobStatus
-from shared.queue import connect
-from shared.settings import load_settings
 
 INSTANCE = "crn:v1:bluemix:public:quantum-computing:us-east:a/bench:bench::"
 BACKENDS = ["fake_manila", "fake_lima", "fake_sherbrooke", "fake_kyiv", "fake_torino"]

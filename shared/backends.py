@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-
-from shared.errors import BackendNotFound, NotFound
+from qiskit_runtime_server.shared.errors import BackendNotFound, NotFound
 
 Role = Literal["device", "ibm_name", "alias", "mock"]
 MOCK_CLASS = "mock"

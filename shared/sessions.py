@@ -32,13 +32,12 @@ import time
 from collections.abc import Callable
 
 import msgspec
+from qiskit_runtime_server.shared import job_index, keys
+from qiskit_runtime_server.shared.errors import Conflict, SessionNotFound
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus, iso
+from qiskit_runtime_server.shared.store import Guard, JobStore
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
-
-from shared import job_index, keys
-from shared.errors import Conflict, SessionNotFound
-from shared.models import JobRecord, JobStatus, iso
-from shared.store import Guard, JobStore
 
 logger = logging.getLogger("qrs.sessions")
 

@@ -11,8 +11,7 @@ import os
 import socket
 
 import msgspec
-
-from shared.job_limits import JobLimits
+from qiskit_runtime_server.shared.job_limits import JobLimits
 
 DEFAULT_INSTANCE = "crn:v1:bluemix:public:quantum-computing:us-east:a/local:local-instance::"
 

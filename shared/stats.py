@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import math
 
+from qiskit_runtime_server.shared import keys
+from qiskit_runtime_server.shared.models import JobRecord
 from redis.asyncio.client import Pipeline
-
-from shared import keys
-from shared.models import JobRecord
 
 # Upper bounds (seconds) of the job running-time histogram buckets.
 RUN_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 10800.0, math.inf)

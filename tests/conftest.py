@@ -62,7 +62,11 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", *self.args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "qiskit_runtime_server", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         return self
 

@@ -10,18 +10,17 @@ from arq import Worker
 from arq.connections import ArqRedis, log_redis_info
 from arq.typing import WorkerCoroutine
 from arq.worker import func
+from qiskit_runtime_server.shared.logs import job_id_var
+from qiskit_runtime_server.shared.queue import RUN_JOB
+from qiskit_runtime_server.shared.settings import Settings
+from qiskit_runtime_server.shared.store import JobStore
+from qiskit_runtime_server.worker.doorbell import Doorbell
+from qiskit_runtime_server.worker.heartbeat import Heartbeat
+from qiskit_runtime_server.worker.leases import LeaseKeeper
+from qiskit_runtime_server.worker.recovery import OrphanSweeper
+from qiskit_runtime_server.worker.runner import ProgramRunner
+from qiskit_runtime_server.worker.tasks import run_job
 from redis import exceptions as redis_errors
-
-from shared.logs import job_id_var
-from shared.queue import RUN_JOB
-from shared.settings import Settings
-from shared.store import JobStore
-from worker.doorbell import Doorbell
-from worker.heartbeat import Heartbeat
-from worker.leases import LeaseKeeper
-from worker.recovery import OrphanSweeper
-from worker.runner import ProgramRunner
-from worker.tasks import run_job
 
 logger = logging.getLogger("qrs.worker")
 

@@ -15,11 +15,10 @@ import logging
 import time
 from typing import Any
 
+from qiskit_runtime_server.shared.aio import cancel_and_wait
+from qiskit_runtime_server.shared.store import JobStore
+from qiskit_runtime_server.worker.runner import ProgramRunner
 from redis.exceptions import RedisError
-
-from shared.aio import cancel_and_wait
-from shared.store import JobStore
-from worker.runner import ProgramRunner
 
 logger = logging.getLogger("qrs.worker")
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from qiskit_runtime_server.shared import keys
+from qiskit_runtime_server.shared.channel import ChannelListener
 from redis.asyncio import Redis
-
-from shared import keys
-from shared.channel import ChannelListener
 
 
 class Doorbell:

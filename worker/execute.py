@@ -14,15 +14,14 @@ from collections.abc import Sequence
 
 import qiskit
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
-
-from shared.errors import ApiError
-from shared.job_limits import check_params
-from worker.errors import ProgramError
-from worker.executors.aer import backend_noise_model, default_memory_limit_mb, executor_for
-from worker.jobspec import ExecutionRequest, Outcome
-from worker.programs.executor import run_executor
-from worker.programs.noise_learner import run_noise_learner
-from worker.programs.primitives import PROGRAMS as PRIMITIVES
+from qiskit_runtime_server.shared.errors import ApiError
+from qiskit_runtime_server.shared.job_limits import check_params
+from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.executors.aer import backend_noise_model, default_memory_limit_mb, executor_for
+from qiskit_runtime_server.worker.jobspec import ExecutionRequest, Outcome
+from qiskit_runtime_server.worker.programs.executor import run_executor
+from qiskit_runtime_server.worker.programs.noise_learner import run_noise_learner
+from qiskit_runtime_server.worker.programs.primitives import PROGRAMS as PRIMITIVES
 
 PROGRAMS = {**PRIMITIVES, "executor": run_executor, "noise-learner": run_noise_learner}
 # Executor params are plain pydantic JSON, not RuntimeEncoder output (PROTOCOL.md §5.3).

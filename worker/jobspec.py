@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.job_limits import JobLimits
+from qiskit_runtime_server.shared.job_limits import JobLimits
 
 
 @dataclass(frozen=True)

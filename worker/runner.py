@@ -21,11 +21,11 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from worker.errors import ProgramError, plain_text
+from qiskit_runtime_server.worker.errors import ProgramError, plain_text
 
 logger = logging.getLogger("qrs.worker")
 
-_CHILD_MODULE = "worker.execute"
+_CHILD_MODULE = "qiskit_runtime_server.worker.execute"
 # Reasons for the signals a simulation process dies of; SIGKILL is the kernel's OOM killer
 # unless the worker sent it (cancel, time-out), which is told apart by ``_stopping``.
 _SIGNAL_CAUSES = {
@@ -76,7 +76,7 @@ def describe_exit(exitcode: int | None, memory_limit_mb: int | None = None) -> s
 def _serve(conn: Connection) -> None:
     """Child main loop: receive a request, acknowledge it with ``("taken",)``, then answer
     ``("ok", Outcome)``, ``("error", message)`` or ``("crash", summary, traceback)``."""
-    from worker import execute as child
+    from qiskit_runtime_server.worker import execute as child
 
     while True:
         try:
@@ -101,7 +101,7 @@ def _serve(conn: Connection) -> None:
 
 
 def _warm(conn: Connection, device: str, preload: tuple[str, ...], memory_limit_mb: int) -> None:
-    from worker import execute as child
+    from qiskit_runtime_server.worker import execute as child
 
     child.limit_memory(memory_limit_mb)
     child.warm_up(device, preload)

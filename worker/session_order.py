@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import enum
 
-from shared.models import JobRecord
-from shared.sessions import DEDICATED, SessionStore
-from shared.store import JobStore
+from qiskit_runtime_server.shared.models import JobRecord
+from qiskit_runtime_server.shared.sessions import DEDICATED, SessionStore
+from qiskit_runtime_server.shared.store import JobStore
 
 # Bounds of the delay before a waiting job is looked at again, in seconds: short at first, so
 # the next job of a session starts soon after the previous one, longer for a long wait.

@@ -17,15 +17,19 @@ from typing import NotRequired, TypedDict
 
 from arq import Retry
 from arq.constants import retry_key_prefix
-
-from shared.models import REASON_EXECUTION_ERROR, REASON_INFRASTRUCTURE, REASON_RAN_TOO_LONG, JobStatus
-from shared.settings import Settings
-from shared.store import JobStore
-from worker.cancellation import run_unless_cancelled
-from worker.errors import ProgramError, plain_text
-from worker.jobspec import Defaults, ExecutionRequest
-from worker.runner import ProgramRunner, RunnerCrashed, RunnerStopped
-from worker.session_order import Turn, check_turn, recheck_delay
+from qiskit_runtime_server.shared.models import (
+    REASON_EXECUTION_ERROR,
+    REASON_INFRASTRUCTURE,
+    REASON_RAN_TOO_LONG,
+    JobStatus,
+)
+from qiskit_runtime_server.shared.settings import Settings
+from qiskit_runtime_server.shared.store import JobStore
+from qiskit_runtime_server.worker.cancellation import run_unless_cancelled
+from qiskit_runtime_server.worker.errors import ProgramError, plain_text
+from qiskit_runtime_server.worker.jobspec import Defaults, ExecutionRequest
+from qiskit_runtime_server.worker.runner import ProgramRunner, RunnerCrashed, RunnerStopped
+from qiskit_runtime_server.worker.session_order import Turn, check_turn, recheck_delay
 
 logger = logging.getLogger("qrs.worker")
 

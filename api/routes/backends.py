@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from qiskit_runtime_server.api.auth import authenticate
+from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse
+from qiskit_runtime_server.shared import keys
+from qiskit_runtime_server.shared.backends import ServedBackend
+from qiskit_runtime_server.shared.errors import InvalidRequest, NotFound
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from api.auth import authenticate
-from api.responses import MsgspecResponse, RawJSONResponse
-from shared import keys
-from shared.backends import ServedBackend
-from shared.errors import InvalidRequest, NotFound
 
 
 def _bool_param(value: str | None) -> bool:
@@ -34,9 +33,7 @@ async def list_backends(request: Request) -> Response:
         for name in everything:
             pipe.scard(keys.pending(name))
         counts = dict(zip(everything, await pipe.execute(), strict=True))
-    devices = [
-        catalog.get(n).device_entry(sum(int(counts[m]) for m in catalog.same_queue(n))) for n in names
-    ]
+    devices = [catalog.get(n).device_entry(sum(int(counts[m]) for m in catalog.same_queue(n))) for n in names]
     return MsgspecResponse({"devices": devices})
 
 

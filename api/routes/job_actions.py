@@ -5,17 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import msgspec
+from qiskit_runtime_server.api.auth import authenticate
+from qiskit_runtime_server.api.body import decode_json, read_limited
+from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.api.routes.jobs import MAX_TAG_LENGTH, MAX_TAGS, load_job
+from qiskit_runtime_server.shared.errors import Conflict, InvalidRequest, JobNotFound
+from qiskit_runtime_server.shared.job_index import JobQuery
+from qiskit_runtime_server.shared.models import TagsUpdate, iso, job_view
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from api.auth import authenticate
-from api.body import decode_json, read_limited
-from api.responses import MsgspecResponse
-from api.routes.jobs import MAX_TAG_LENGTH, MAX_TAGS, load_job
-from shared.errors import Conflict, InvalidRequest, JobNotFound
-from shared.job_index import JobQuery
-from shared.models import TagsUpdate, iso, job_view
 
 MAX_LIST_LIMIT = 1000
 

@@ -7,20 +7,19 @@ import secrets
 import time
 
 import msgspec
+from qiskit_runtime_server.api.admission import admit
+from qiskit_runtime_server.api.auth import authenticate
+from qiskit_runtime_server.api.body import decode_json, read_limited
+from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.shared.errors import InvalidRequest, JobNotFound, ProgramNotFound
+from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
+from qiskit_runtime_server.shared.job_limits import check_params
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus, JobSubmission, job_view
+from qiskit_runtime_server.shared.queue import ring_doorbell
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-
-from api.admission import admit
-from api.auth import authenticate
-from api.body import decode_json, read_limited
-from api.responses import MsgspecResponse
-from shared.errors import InvalidRequest, JobNotFound, ProgramNotFound
-from shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
-from shared.job_limits import check_params
-from shared.models import JobRecord, JobStatus, JobSubmission, job_view
-from shared.queue import ring_doorbell
 
 PROGRAMS = frozenset({"sampler", "estimator", "executor", "noise-learner"})
 MAX_TAG_LENGTH = 255

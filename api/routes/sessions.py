@@ -5,16 +5,22 @@ from __future__ import annotations
 import time
 
 import msgspec
+from qiskit_runtime_server.api.auth import authenticate
+from qiskit_runtime_server.api.body import decode_json, read_limited
+from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.shared.errors import InvalidRequest, SessionNotFound
+from qiskit_runtime_server.shared.sessions import (
+    MODES,
+    SessionCreate,
+    SessionPatch,
+    SessionRecord,
+    new_session_id,
+    session_view,
+)
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from api.auth import authenticate
-from api.body import decode_json, read_limited
-from api.responses import MsgspecResponse
-from shared.errors import InvalidRequest, SessionNotFound
-from shared.sessions import MODES, SessionCreate, SessionPatch, SessionRecord, new_session_id, session_view
 
 _decode_create = msgspec.json.Decoder(SessionCreate).decode
 _decode_patch = msgspec.json.Decoder(SessionPatch).decode

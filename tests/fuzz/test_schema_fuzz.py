@@ -18,12 +18,12 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qiskit_runtime_server.api.app import create_app
+from qiskit_runtime_server.api.openapi import openapi_document
+from qiskit_runtime_server.api.server import server_config
+from qiskit_runtime_server.shared.settings import load_settings
 from schemathesis.checks import not_a_server_error
 
-from api.app import create_app
-from api.openapi import openapi_document
-from api.server import server_config
-from shared.settings import load_settings
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.fuzz
@@ -84,9 +84,30 @@ SEEDS = {
     ("POST", "/identity/token"): b"apikey=k&grant_type=urn%3Aibm",
 }
 NASTY = [
-    b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\\ud800", b"\\udc00", b"\x00", b'"', b",", b"}",
-    b"]", b"1e999999", b"-0", b"9" * 400, b"[" * 3000 + b"]" * 3000, b'{"a":' * 2000 + b"1" + b"}" * 2000,
-    b"null", b"true", b'""', b"[]", b"{}", b"%ff", b"&", b"=",
+    b"\xff",
+    b"\xc3",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\\ud800",
+    b"\\udc00",
+    b"\x00",
+    b'"',
+    b",",
+    b"}",
+    b"]",
+    b"1e999999",
+    b"-0",
+    b"9" * 400,
+    b"[" * 3000 + b"]" * 3000,
+    b'{"a":' * 2000 + b"1" + b"}" * 2000,
+    b"null",
+    b"true",
+    b'""',
+    b"[]",
+    b"{}",
+    b"%ff",
+    b"&",
+    b"=",
 ]
 
 
@@ -124,8 +145,9 @@ def targets(base_url: str) -> dict[str, str]:
     return {"job": job.json()["id"], "session": session.json()["id"]}
 
 
-@settings(max_examples=EXAMPLES * 5, derandomize=True, database=None, deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES * 5, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+)
 @given(mutated=mutated_bodies())
 def test_mutated_bodies_get_no_server_errors(
     base_url: str, targets: dict[str, str], mutated: tuple[tuple[str, str], bytes]

@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from arq.connections import ArqRedis
-
-from api.app import create_app
-from shared.settings import load_settings
+from qiskit_runtime_server.api.app import create_app
+from qiskit_runtime_server.shared.settings import load_settings
 
 
 @contextlib.asynccontextmanager

@@ -136,7 +136,7 @@ async def test_submit_queues_and_stores_params_verbatim(client: httpx.AsyncClien
 async def test_status_request_waits_briefly_for_a_finishing_job(client: httpx.AsyncClient) -> None:
     import asyncio
 
-    from shared.models import JobStatus
+    from qiskit_runtime_server.shared.models import JobStatus
 
     body = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}}'
     job_id = (await client.post("/api/v1/jobs", content=body)).json()["id"]

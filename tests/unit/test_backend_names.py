@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from shared.backends import BackendCatalog, CalibrationNotFound, dry_run_name, ibm_device_name
+from qiskit_runtime_server.shared.backends import BackendCatalog, CalibrationNotFound, dry_run_name, ibm_device_name
 
 
 def test_dry_run_name_follows_the_clients_rule() -> None:

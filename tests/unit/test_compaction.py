@@ -8,9 +8,8 @@ from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit.quantum_info import SparsePauliOp
-
-from worker.executors.aer import AerExecutor
-from worker.executors.compaction import active_qubits, compact_circuit
+from qiskit_runtime_server.worker.executors.aer import AerExecutor
+from qiskit_runtime_server.worker.executors.compaction import active_qubits, compact_circuit
 
 BACKEND = "fake_lagos"  # 7 qubits: compaction matters, the full model stays cheap to simulate
 SHOTS = 20_000
@@ -111,8 +110,8 @@ def test_wide_circuits_pick_a_method_that_scales() -> None:
 
 
 def test_reduced_model_holds_only_the_job_instructions() -> None:
-    from worker.executors.aer import backend_noise_model
-    from worker.executors.compaction import reduce_noise_model, used_instructions
+    from qiskit_runtime_server.worker.executors.aer import backend_noise_model
+    from qiskit_runtime_server.worker.executors.compaction import reduce_noise_model, used_instructions
 
     qc = dynamic_circuit()
     used = used_instructions([qc])

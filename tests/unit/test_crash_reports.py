@@ -12,14 +12,14 @@ import time
 
 import fakeredis
 import pytest
+from qiskit_runtime_server.shared.models import REASON_EXECUTION_ERROR, JobRecord, JobStatus
+from qiskit_runtime_server.shared.settings import load_settings
+from qiskit_runtime_server.shared.store import JobStore
+from qiskit_runtime_server.worker.errors import ProgramError, plain_text
+from qiskit_runtime_server.worker.runner import JobCrashed, ProgramRunner
+from qiskit_runtime_server.worker.tasks import WorkerContext, run_job
 
-from shared.models import REASON_EXECUTION_ERROR, JobRecord, JobStatus
-from shared.settings import load_settings
-from shared.store import JobStore
 from tests.unit.test_memory_limit import sampler_request
-from worker.errors import ProgramError, plain_text
-from worker.runner import JobCrashed, ProgramRunner
-from worker.tasks import WorkerContext, run_job
 
 LONG_SHOTS = 10_000_000  # several seconds of sampling; killed long before it needs much memory
 

@@ -6,10 +6,9 @@ import asyncio
 
 import fakeredis
 import pytest
-
-from shared import keys
-from shared.queue import connect, enqueue_run
-from worker.doorbell import Doorbell
+from qiskit_runtime_server.shared import keys
+from qiskit_runtime_server.shared.queue import connect, enqueue_run
+from qiskit_runtime_server.worker.doorbell import Doorbell
 
 
 async def test_enqueue_rings_the_doorbell_of_its_queue_only() -> None:

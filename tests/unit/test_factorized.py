@@ -20,11 +20,14 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, depolarizing_error
 from qiskit_aer.noise.passes import LocalNoisePass
-
-from worker.errors import ProgramError
-from worker.executors.aer import AerExecutor, backend_noise_model
-from worker.executors.partition import independent_components, noise_is_local
-from worker.executors.single_qubit import NoiseChannels, compile_single_qubit, instructions_by_qubit
+from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.executors.aer import AerExecutor, backend_noise_model
+from qiskit_runtime_server.worker.executors.partition import independent_components, noise_is_local
+from qiskit_runtime_server.worker.executors.single_qubit import (
+    NoiseChannels,
+    compile_single_qubit,
+    instructions_by_qubit,
+)
 
 BACKEND = "fake_lagos"  # 7 qubits: small enough to simulate whole as the reference
 SHOTS = 20_000
@@ -246,7 +249,7 @@ def test_group_too_big_for_memory_fails_the_job_with_a_reason() -> None:
 
 
 def test_gpu_worker_sends_only_large_statevector_runs_to_the_gpu() -> None:
-    from worker.executors.aer import GPU_MIN_WORK, run_options
+    from qiskit_runtime_server.worker.executors.aer import GPU_MIN_WORK, run_options
 
     wide = QuantumCircuit(24)
     small = QuantumCircuit(4)

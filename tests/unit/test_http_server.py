@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
+from qiskit_runtime_server.api.app import create_app
+from qiskit_runtime_server.api.server import server_config
+from qiskit_runtime_server.shared.settings import load_settings
 
-from api.app import create_app
-from api.server import server_config
-from shared.settings import load_settings
 from tests.conftest import free_port
 
 LIMITS = {
@@ -138,8 +138,10 @@ def test_unread_body_is_discarded_for_a_bounded_time(port: int) -> None:
 
 
 def test_oversize_body_over_a_real_socket_is_413(port: int) -> None:
-    head = (b"POST /identity/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\n\r\n")
+    head = (
+        b"POST /identity/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    )
     chunk = b"%x\r\n%s\r\n" % (16_384, b"a" * 16_384)
     response, _, _ = exchange(port, head, chunk, chunk, chunk, wait=3)
     assert ibm_error(response, 413)["errors"][0]["code"] == "payload_too_large"  # type: ignore[index]
@@ -179,8 +181,17 @@ def test_unparseable_requests_get_400_in_ibm_format(port: int, request_bytes: by
 
 @pytest.mark.parametrize(
     "target",
-    [b"/api/v1/jobs/%ff%fe", b"/api/v1/jobs/%", b"//api/v1/backends", b"http://evil.example/api/v1/jobs/x", b"*",
-     b"/%00", b"/api/v1/jobs/x/../../../health", b"/api/v1/backends/fake_manila%2Fstatus", b"/api/v1/jobs?%zz=%"],
+    [
+        b"/api/v1/jobs/%ff%fe",
+        b"/api/v1/jobs/%",
+        b"//api/v1/backends",
+        b"http://evil.example/api/v1/jobs/x",
+        b"*",
+        b"/%00",
+        b"/api/v1/jobs/x/../../../health",
+        b"/api/v1/backends/fake_manila%2Fstatus",
+        b"/api/v1/jobs?%zz=%",
+    ],
 )
 def test_odd_urls_get_no_server_error(port: int, target: bytes) -> None:
     request = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nAuthorization: apikey k\r\nConnection: close\r\n\r\n"

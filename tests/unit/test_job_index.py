@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 
 import fakeredis
 import pytest
+from qiskit_runtime_server.shared import keys
+from qiskit_runtime_server.shared.job_index import JobQuery
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus
+from qiskit_runtime_server.shared.store import JobStore
 from redis.asyncio import Redis
-
-from shared import keys
-from shared.job_index import JobQuery
-from shared.models import JobRecord, JobStatus
-from shared.store import JobStore
 
 INSTANCE = "crn:v1:test:a/acct:one::"
 OTHER = "crn:v1:test:a/acct:two::"

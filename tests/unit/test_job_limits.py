@@ -14,11 +14,10 @@ import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 from qiskit_ibm_runtime import RuntimeEncoder
-
-from shared.job_limits import DecodedTooLarge, JobLimitExceeded, JobLimits, check_params
-from worker.errors import ProgramError
-from worker.jobspec import ExecutionRequest
-from worker.runner import ProgramRunner
+from qiskit_runtime_server.shared.job_limits import DecodedTooLarge, JobLimitExceeded, JobLimits, check_params
+from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.jobspec import ExecutionRequest
+from qiskit_runtime_server.worker.runner import ProgramRunner
 
 
 def _circuit(num_qubits: int = 2, *, measured: bool = True) -> dict[str, str]:
@@ -173,7 +172,7 @@ def test_the_check_itself_stays_small_on_a_body_of_plain_numbers() -> None:
 
 
 def test_deeply_nested_params_are_a_400_not_a_crash() -> None:
-    from shared.errors import InvalidRequest
+    from qiskit_runtime_server.shared.errors import InvalidRequest
 
     body = b'{"pubs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(InvalidRequest):

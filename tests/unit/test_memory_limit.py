@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit_ibm_runtime import RuntimeEncoder
-
-from shared.job_limits import JobLimits
-from worker.errors import ProgramError
-from worker.jobspec import Defaults, ExecutionRequest
-from worker.runner import ProgramRunner
+from qiskit_runtime_server.shared.job_limits import JobLimits
+from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.jobspec import Defaults, ExecutionRequest
+from qiskit_runtime_server.worker.runner import ProgramRunner
 
 
 def sampler_request(job_id: str, shots: int) -> ExecutionRequest:

@@ -16,11 +16,10 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import BoxOp, CircuitInstruction, QuantumRegister
 from qiskit.quantum_info import Operator, Pauli, PauliLindbladMap, SuperOp
 from qiskit_aer.noise import NoiseModel, ReadoutError, pauli_error
-
-from worker.errors import ProgramError
-from worker.executors.aer import executor_for
-from worker.jobspec import Defaults
-from worker.programs.noise_learner import Dressing, layer_noise, run_noise_learner
+from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.executors.aer import executor_for
+from qiskit_runtime_server.worker.jobspec import Defaults
+from qiskit_runtime_server.worker.programs.noise_learner import Dressing, layer_noise, run_noise_learner
 
 
 def _flips(terms: list[tuple[str, float]]):  # type: ignore[no-untyped-def]
@@ -138,7 +137,7 @@ def test_readout_box_gets_the_twirled_readout_flip_rate() -> None:
     model = NoiseModel()
     model.add_readout_error(ReadoutError([[0.97, 0.03], [0.05, 0.95]]), [3])
     model.add_readout_error(ReadoutError([[0.99, 0.01], [0.01, 0.99]]), [4])
-    from worker.programs import noise_learner
+    from qiskit_runtime_server.worker.programs import noise_learner
 
     original = noise_learner.backend_noise_model
     noise_learner.backend_noise_model = lambda name: model  # type: ignore[assignment]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import httpx
-
-from api.app import create_app
-from api.openapi import OPERATIONS, mounted_operations
-from shared.settings import load_settings
+from qiskit_runtime_server.api.app import create_app
+from qiskit_runtime_server.api.openapi import OPERATIONS, mounted_operations
+from qiskit_runtime_server.shared.settings import load_settings
 
 
 async def test_openapi_document_lists_every_mounted_route(client: httpx.AsyncClient) -> None:
@@ -45,5 +44,8 @@ async def test_openapi_document_has_the_request_bodies(client: httpx.AsyncClient
     listing = {p["name"] for p in paths["/api/v1/jobs"]["get"]["parameters"]}
     assert {"limit", "offset", "tags", "pending", "created_after", "sort"} <= listing
     assert paths["/api/v1/jobs/{job_id}"]["get"]["parameters"][0] == {
-        "name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}
+        "name": "job_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
     }

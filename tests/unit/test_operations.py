@@ -15,16 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 from arq.constants import in_progress_key_prefix
+from qiskit_runtime_server.shared import keys
+from qiskit_runtime_server.shared.logs import ContextFilter, JsonFormatter, job_id_var
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus
+from qiskit_runtime_server.shared.queue import connect
+from qiskit_runtime_server.shared.settings import load_settings
+from qiskit_runtime_server.shared.store import JobStore
+from qiskit_runtime_server.worker.heartbeat import Heartbeat
+from qiskit_runtime_server.worker.leases import LeaseKeeper
 
-from shared import keys
-from shared.logs import ContextFilter, JsonFormatter, job_id_var
-from shared.models import JobRecord, JobStatus
-from shared.queue import connect
-from shared.settings import load_settings
-from shared.store import JobStore
 from tests.unit.conftest import in_process_api
-from worker.heartbeat import Heartbeat
-from worker.leases import LeaseKeeper
 
 
 @pytest.fixture
@@ -133,13 +133,13 @@ def test_json_log_lines_carry_the_job_id() -> None:
 
 
 def test_gpu_worker_without_a_gpu_stops_at_start_up() -> None:
-    from worker.device import aer_devices
+    from qiskit_runtime_server.worker.device import aer_devices
 
     if "GPU" in aer_devices():
         pytest.skip("this machine has a GPU")
     env = {"REDIS_URL": "redis://127.0.0.1:1/0", "QRS_DEVICE": "GPU", "PATH": "/usr/bin:/bin"}
     root = Path(__file__).resolve().parents[2]
-    command = [sys.executable, "-m", "cli", "worker"]
+    command = [sys.executable, "-m", "qiskit_runtime_server", "worker"]
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1
     assert "QRS_DEVICE=GPU but qiskit-aer here can only use CPU" in done.stderr
@@ -147,9 +147,8 @@ def test_gpu_worker_without_a_gpu_stops_at_start_up() -> None:
 
 async def test_sweep_requeues_jobs_that_arq_lost(pool) -> None:  # type: ignore[no-untyped-def]
     from arq.constants import job_key_prefix
-
-    from shared.queue import enqueue_run
-    from worker.recovery import requeue_orphans
+    from qiskit_runtime_server.shared.queue import enqueue_run
+    from qiskit_runtime_server.worker.recovery import requeue_orphans
 
     store = JobStore(pool)
     old = time.time() - 60

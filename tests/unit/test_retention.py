@@ -17,16 +17,16 @@ import httpx
 import msgspec
 import pytest
 import yaml
+from qiskit_runtime_server.shared import job_index, keys
+from qiskit_runtime_server.shared.job_index import JobQuery
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus
+from qiskit_runtime_server.shared.queue import connect
+from qiskit_runtime_server.shared.sessions import SessionRecord, SessionStore
+from qiskit_runtime_server.shared.settings import DEFAULT_INSTANCE, load_settings
+from qiskit_runtime_server.shared.store import USAGE_TTL, JobStore, usage_period
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared import job_index, keys
-from shared.job_index import JobQuery
-from shared.models import JobRecord, JobStatus
-from shared.queue import connect
-from shared.sessions import SessionRecord, SessionStore
-from shared.settings import DEFAULT_INSTANCE, load_settings
-from shared.store import USAGE_TTL, JobStore, usage_period
 from tests.conftest import free_port
 from tests.unit.conftest import in_process_api
 
@@ -171,7 +171,7 @@ async def test_a_cancelled_job_expires_with_its_cancellation_log(http: httpx.Asy
 
 
 def test_large_ignored_options_are_named_not_copied_into_the_result() -> None:
-    from worker.programs.options import parse_options
+    from qiskit_runtime_server.worker.programs.options import parse_options
 
     raw = {
         "dynamical_decoupling": {"enable": True, "sequence_type": "XX"},

@@ -11,7 +11,7 @@ import sys
 # one a worker pays at boot.
 _PROBE = """
 import asyncio, json, time
-from worker.runner import ProgramRunner
+from qiskit_runtime_server.worker.runner import ProgramRunner
 
 async def maybe(result):  # the runner's methods were synchronous before
     if asyncio.iscoroutine(result):

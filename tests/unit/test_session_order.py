@@ -7,11 +7,10 @@ import time
 
 import fakeredis
 import pytest
-
-from shared.models import JobRecord, JobStatus
-from shared.sessions import BATCH, DEDICATED, SessionRecord, SessionStore
-from shared.store import JobStore
-from worker.session_order import Turn, check_turn
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus
+from qiskit_runtime_server.shared.sessions import BATCH, DEDICATED, SessionRecord, SessionStore
+from qiskit_runtime_server.shared.store import JobStore
+from qiskit_runtime_server.worker.session_order import Turn, check_turn
 
 INSTANCE = "crn:v1:test:a/acct:one::"
 

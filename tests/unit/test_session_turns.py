@@ -7,14 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from shared.aio import cancel_and_wait
-from shared.models import JobRecord, JobStatus
-from shared.queue import RUN_JOB, connect, enqueue_run
-from shared.sessions import DEDICATED, SessionRecord, SessionStore
-from shared.settings import load_settings
-from shared.store import JobStore
+from qiskit_runtime_server.shared.aio import cancel_and_wait
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus
+from qiskit_runtime_server.shared.queue import RUN_JOB, connect, enqueue_run
+from qiskit_runtime_server.shared.sessions import DEDICATED, SessionRecord, SessionStore
+from qiskit_runtime_server.shared.settings import load_settings
+from qiskit_runtime_server.shared.store import JobStore
+from qiskit_runtime_server.worker.app import build_worker
+
 from tests.unit.test_memory_limit import sampler_request
-from worker.app import build_worker
 
 INSTANCE = "crn:v1:test:a/acct:one::"
 QUEUE = "qrs:test-turns"

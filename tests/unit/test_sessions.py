@@ -6,10 +6,17 @@ import time
 
 import fakeredis
 import msgspec
-
-from shared.models import JobRecord, JobStatus
-from shared.sessions import BATCH, DEDICATED, SessionActivity, SessionRecord, SessionStore, activity, state_of
-from shared.store import JobStore
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus
+from qiskit_runtime_server.shared.sessions import (
+    BATCH,
+    DEDICATED,
+    SessionActivity,
+    SessionRecord,
+    SessionStore,
+    activity,
+    state_of,
+)
+from qiskit_runtime_server.shared.store import JobStore
 
 INSTANCE = "crn:v1:test:a/acct:one::"
 

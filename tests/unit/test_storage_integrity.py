@@ -15,15 +15,15 @@ from typing import Any
 import httpx
 import pytest
 from arq.connections import ArqRedis
+from qiskit_runtime_server.shared import job_index, keys
+from qiskit_runtime_server.shared.models import JobStatus
+from qiskit_runtime_server.shared.queue import connect
+from qiskit_runtime_server.shared.settings import DEFAULT_INSTANCE
+from qiskit_runtime_server.worker.recovery import requeue_orphans
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from shared import job_index, keys
-from shared.models import JobStatus
-from shared.queue import connect
-from shared.settings import DEFAULT_INSTANCE
 from tests.unit.conftest import in_process_api
-from worker.recovery import requeue_orphans
 
 VICTIM = DEFAULT_INSTANCE
 JOB = {"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}}

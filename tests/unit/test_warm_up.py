@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.settings import load_settings
-from worker.execute import warm_up
-from worker.executors.aer import backend_noise_model
+from qiskit_runtime_server.shared.settings import load_settings
+from qiskit_runtime_server.worker.execute import warm_up
+from qiskit_runtime_server.worker.executors.aer import backend_noise_model
 
 
 def test_preload_setting_is_a_comma_separated_list() -> None:

@@ -31,18 +31,17 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, QuantumError
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
-
-from worker.errors import ProgramError
-from worker.executors.compaction import (
+from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.executors.compaction import (
     Instruction,
     compact_circuit,
     reduce_noise_model,
     used_instructions,
 )
-from worker.executors.estimation import estimate_pub, pauli_terms
-from worker.executors.factorized import sample_bits
-from worker.executors.partition import Component, noise_is_local
-from worker.executors.single_qubit import NoiseChannels
+from qiskit_runtime_server.worker.executors.estimation import estimate_pub, pauli_terms
+from qiskit_runtime_server.worker.executors.factorized import sample_bits
+from qiskit_runtime_server.worker.executors.partition import Component, noise_is_local
+from qiskit_runtime_server.worker.executors.single_qubit import NoiseChannels
 
 # Distinct (backend, qubits, instructions) simulators kept per process.
 SIMULATOR_CACHE_SIZE = 128

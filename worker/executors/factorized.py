@@ -12,10 +12,13 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 from qiskit.circuit import Parameter, QuantumCircuit
-
-from worker.executors.compaction import active_qubits
-from worker.executors.partition import Component, independent_components
-from worker.executors.single_qubit import NoiseChannels, compile_single_qubit, instructions_by_qubit
+from qiskit_runtime_server.worker.executors.compaction import active_qubits
+from qiskit_runtime_server.worker.executors.partition import Component, independent_components
+from qiskit_runtime_server.worker.executors.single_qubit import (
+    NoiseChannels,
+    compile_single_qubit,
+    instructions_by_qubit,
+)
 
 # run_group(circuit, group, values, columns, shots, seed) -> bits (bindings, shots, len(group.clbits))
 GroupRunner = Callable[[QuantumCircuit, Component, np.ndarray, Mapping[Parameter, int], int, int], np.ndarray]

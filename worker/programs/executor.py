@@ -24,13 +24,12 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
-
-from shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
-from worker.errors import ProgramError
-from worker.executors.base import Executor
-from worker.jobspec import Defaults
-from worker.programs.primitives import ProgramOutput
-from worker.programs.served import for_served_backend
+from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
+from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.executors.base import Executor
+from qiskit_runtime_server.worker.jobspec import Defaults
+from qiskit_runtime_server.worker.programs.primitives import ProgramOutput
+from qiskit_runtime_server.worker.programs.served import for_served_backend
 
 
 @dataclass

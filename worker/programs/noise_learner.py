@@ -63,12 +63,11 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import CircuitInstruction, QuantumRegister
 from qiskit.quantum_info import Pauli, SuperOp
 from qiskit_aer.noise import NoiseModel, QuantumError
-
-from worker.errors import ProgramError
-from worker.executors.aer import backend_noise_model, fake_backend
-from worker.executors.base import Executor
-from worker.jobspec import Defaults
-from worker.programs.primitives import ProgramOutput
+from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.executors.aer import backend_noise_model, fake_backend
+from qiskit_runtime_server.worker.executors.base import Executor
+from qiskit_runtime_server.worker.jobspec import Defaults
+from qiskit_runtime_server.worker.programs.primitives import ProgramOutput
 
 PAULIS = ("X", "Y", "Z")
 # IBM's twirling strategy names and the same strategies in samplomatic's boxing pass manager.

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qiskit_aer.noise import NoiseModel
-
-from worker.errors import ProgramError
+from qiskit_runtime_server.worker.errors import ProgramError
 
 # Largest ignored value (characters of its repr, items of a list) copied into the result metadata.
 MAX_REPORTED_VALUE = 256

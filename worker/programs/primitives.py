@@ -20,12 +20,11 @@ from qiskit import QuantumCircuit
 from qiskit.primitives import PrimitiveResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
-
-from worker.errors import ProgramError
-from worker.executors.base import Executor
-from worker.jobspec import Defaults
-from worker.programs.options import SimulatorChoices, parse_options
-from worker.programs.served import for_served_backend
+from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.executors.base import Executor
+from qiskit_runtime_server.worker.jobspec import Defaults
+from qiskit_runtime_server.worker.programs.options import SimulatorChoices, parse_options
+from qiskit_runtime_server.worker.programs.served import for_served_backend
 
 
 @dataclass

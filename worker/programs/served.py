@@ -21,13 +21,12 @@ from qiskit.primitives import PrimitiveResult, SamplerPubResult
 from qiskit.primitives.containers import BitArray, DataBin
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
-
-from shared.backends import ServedBackend, default_catalog
-from shared.errors import NotFound
-from worker.errors import ProgramError
-from worker.executors.base import Executor
-from worker.executors.estimation import estimate_pub, pauli_terms
-from worker.jobspec import Defaults
+from qiskit_runtime_server.shared.backends import ServedBackend, default_catalog
+from qiskit_runtime_server.shared.errors import NotFound
+from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.executors.base import Executor
+from qiskit_runtime_server.worker.executors.estimation import estimate_pub, pauli_terms
+from qiskit_runtime_server.worker.jobspec import Defaults
 
 DRY_RUN_DEVICE = "none (dry run)"
 DRY_RUN_WARNING = "Dry run on mock backend {name}: the results are random data, nothing was simulated."

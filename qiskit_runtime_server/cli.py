@@ -16,9 +16,9 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 
-from shared.aio import cancel_and_wait
-from shared.logs import configure_logging
-from shared.settings import Settings, load_settings
+from qiskit_runtime_server.shared.aio import cancel_and_wait
+from qiskit_runtime_server.shared.logs import configure_logging
+from qiskit_runtime_server.shared.settings import Settings, load_settings
 
 
 def client_recipe(settings: Settings) -> str:
@@ -59,17 +59,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(settings: Settings, embedded: bool) -> None:
     import uvicorn
-
-    from api.app import create_app
-    from api.server import server_config
-    from shared.queue import connect
+    from qiskit_runtime_server.api.app import create_app
+    from qiskit_runtime_server.api.server import server_config
+    from qiskit_runtime_server.shared.queue import connect
 
     if not embedded:
         app = create_app(settings, on_ready=lambda: print(client_recipe(settings), flush=True))
         uvicorn.Server(server_config(app, settings)).run()
         return
 
-    from worker.app import build_worker
+    from qiskit_runtime_server.worker.app import build_worker
 
     @contextlib.asynccontextmanager
     async def with_worker(pool) -> AsyncIterator[None]:  # type: ignore[no-untyped-def]
@@ -92,8 +91,8 @@ def _serve(settings: Settings, embedded: bool) -> None:
 
 
 def _work(settings: Settings) -> None:
-    from shared.queue import connect
-    from worker.app import build_worker
+    from qiskit_runtime_server.shared.queue import connect
+    from qiskit_runtime_server.worker.app import build_worker
 
     async def main() -> None:
         pool = await connect(settings.redis_url)
@@ -112,8 +111,8 @@ def _worker_health(settings: Settings) -> int:
     """0 if a live worker registered from this host (container), else 1."""
     import socket
 
-    from shared.queue import connect
-    from shared.workers import live_workers
+    from qiskit_runtime_server.shared.queue import connect
+    from qiskit_runtime_server.shared.workers import live_workers
 
     async def check() -> bool:
         pool = await connect(settings.redis_url)
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "worker-health":
         sys.exit(_worker_health(settings))
     if args.command != "api":
-        from worker.device import DeviceUnavailable, require_device
+        from qiskit_runtime_server.worker.device import DeviceUnavailable, require_device
 
         try:
             require_device(settings.device)
