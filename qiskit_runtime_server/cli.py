@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(settings: Settings, embedded: bool) -> None:
     import uvicorn
+
     from qiskit_runtime_server.api.app import create_app
     from qiskit_runtime_server.api.server import server_config
     from qiskit_runtime_server.shared.queue import connect

@@ -59,14 +59,12 @@ class ServerProcess:
         self.args, self.env, self.log = args, env, log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ServerProcess:
+    def start(self, command: list[str] | None = None, cwd: Path = ROOT) -> ServerProcess:
+        """Start ``python -m qiskit_runtime_server ARGS`` (or ``command`` + ARGS) in ``cwd``."""
         out = self.log.open("ab")
+        command = command or [sys.executable, "-m", "qiskit_runtime_server"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qiskit_runtime_server", *self.args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [*command, *self.args], cwd=cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT
         )
         return self
 

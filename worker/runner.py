@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.forkserver
+import os
 import signal
 import traceback
 from multiprocessing.connection import Connection
@@ -108,6 +110,25 @@ def _warm(conn: Connection, device: str, preload: tuple[str, ...], memory_limit_
     _serve(conn)
 
 
+def _start_forkserver() -> None:
+    """Start multiprocessing's forkserver with ``PYTHONSAFEPATH=1``.
+
+    The forkserver runs ``python -c ...``, which puts the current directory first on
+    ``sys.path``: a user's own ``qiskit_runtime_server/`` (or any package qiskit needs) in the
+    directory the server was started from would be imported by the preload and then inherited
+    by every simulation process. Safe-path mode keeps the current directory off ``sys.path``.
+    """
+    previous = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        if previous is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = previous
+
+
 class ProgramRunner:
     """Runs :class:`worker.execute.ExecutionRequest` s one at a time in a child process.
 
@@ -135,6 +156,7 @@ class ProgramRunner:
         self._process, self._conn = await asyncio.to_thread(self._spawn)
 
     def _spawn(self) -> tuple[BaseProcess, Connection]:
+        _start_forkserver()
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
             target=_warm,
