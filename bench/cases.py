@@ -140,8 +140,8 @@ def ideal_random_circuit(repeat: int) -> list[Row]:
     from qiskit_aer import AerSimulator
     from qiskit_aer.noise import NoiseModel
     from qiskit_ibm_runtime import RuntimeEncoder
-    from qiskit_runtime_server.worker.execute import execute
     from qiskit_runtime_server.worker.jobspec import ExecutionRequest
+    from qiskit_runtime_server.worker.simulation_process import execute
 
     circuit = transpile(
         random_circuit(20, 20, measure=True, seed=1), basis_gates=["rz", "sx", "x", "cx"], seed_transpiler=1

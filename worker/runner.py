@@ -27,7 +27,7 @@ from qiskit_runtime_server.worker.errors import ProgramError, plain_text
 
 logger = logging.getLogger("qrs.worker")
 
-_CHILD_MODULE = "qiskit_runtime_server.worker.execute"
+_CHILD_MODULE = "qiskit_runtime_server.worker.simulation_process"
 # Reasons for the signals a simulation process dies of; SIGKILL is the kernel's OOM killer
 # unless the worker sent it (cancel, time-out), which is told apart by ``_stopping``.
 _SIGNAL_CAUSES = {
@@ -78,7 +78,7 @@ def describe_exit(exitcode: int | None, memory_limit_mb: int | None = None) -> s
 def _serve(conn: Connection) -> None:
     """Child main loop: receive a request, acknowledge it with ``("taken",)``, then answer
     ``("ok", Outcome)``, ``("error", message)`` or ``("crash", summary, traceback)``."""
-    from qiskit_runtime_server.worker import execute as child
+    from qiskit_runtime_server.worker import simulation_process as child
 
     while True:
         try:
@@ -103,7 +103,7 @@ def _serve(conn: Connection) -> None:
 
 
 def _warm(conn: Connection, device: str, preload: tuple[str, ...], memory_limit_mb: int) -> None:
-    from qiskit_runtime_server.worker import execute as child
+    from qiskit_runtime_server.worker import simulation_process as child
 
     child.limit_memory(memory_limit_mb)
     child.warm_up(device, preload)
@@ -130,7 +130,7 @@ def _start_forkserver() -> None:
 
 
 class ProgramRunner:
-    """Runs :class:`worker.execute.ExecutionRequest` s one at a time in a child process.
+    """Runs :class:`worker.simulation_process.ExecutionRequest` s one at a time in a child process.
 
     Every blocking step (starting the child, which waits for the forkserver to import qiskit,
     about 2.6 s the first time; joining a dead child) runs in a thread, so the event loop (in the

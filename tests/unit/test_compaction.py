@@ -8,8 +8,8 @@ from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit.quantum_info import SparsePauliOp
-from qiskit_runtime_server.worker.executors.aer import AerExecutor
-from qiskit_runtime_server.worker.executors.compaction import active_qubits, compact_circuit
+from qiskit_runtime_server.worker.engines.aer import AerEngine
+from qiskit_runtime_server.worker.engines.compaction import active_qubits, compact_circuit
 
 BACKEND = "fake_lagos"  # 7 qubits: compaction matters, the full model stays cheap to simulate
 SHOTS = 20_000
@@ -54,10 +54,10 @@ def test_active_qubits_and_compaction_keep_classical_layout() -> None:
 @pytest.mark.parametrize("circuit", [dynamic_circuit], ids=["dynamic"])
 def test_compacted_sampling_matches_full(circuit) -> None:  # type: ignore[no-untyped-def]
     qc = circuit()
-    full = AerExecutor(compact=False).sample(
+    full = AerEngine(compact=False).sample(
         BACKEND, [SamplerPub.coerce(qc, SHOTS)], shots=SHOTS, seed=11, noise_model=None
     )
-    compact = AerExecutor().sample(BACKEND, [SamplerPub.coerce(qc, SHOTS)], shots=SHOTS, seed=12, noise_model=None)
+    compact = AerEngine().sample(BACKEND, [SamplerPub.coerce(qc, SHOTS)], shots=SHOTS, seed=12, noise_model=None)
     for name in ("late", "mid"):
         a, b = full[0].data[name].get_counts(), compact[0].data[name].get_counts()
         assert set(b) <= {"0", "1", "00", "01", "10", "11"}
@@ -75,8 +75,8 @@ def test_compacted_estimation_matches_full() -> None:
     qc.cx(1, 3)
     observables = [SparsePauliOp("IIIZIZI"), SparsePauliOp("IIIXIXI"), SparsePauliOp("ZIIIIII")]
     pub = EstimatorPub.coerce((qc, observables), 0.005)
-    full = AerExecutor(compact=False).estimate(BACKEND, [pub], precision=0.005, seed=3, noise_model=None)
-    compact = AerExecutor().estimate(BACKEND, [pub], precision=0.005, seed=4, noise_model=None)
+    full = AerEngine(compact=False).estimate(BACKEND, [pub], precision=0.005, seed=3, noise_model=None)
+    compact = AerEngine().estimate(BACKEND, [pub], precision=0.005, seed=4, noise_model=None)
     np.testing.assert_allclose(compact[0].data.evs, full[0].data.evs, atol=0.04)
     # Qubit 6 is idle but observed: it stays in the simulation and reads +1 less its readout error.
     from qiskit_ibm_runtime.fake_provider import FakeLagosV2
@@ -93,8 +93,8 @@ def test_wide_circuits_pick_a_method_that_scales() -> None:
     for q in range(39):
         ghz.cx(q, q + 1)
     ghz.measure_all()
-    executor = AerExecutor()
-    result = executor.sample(
+    engine = AerEngine()
+    result = engine.sample(
         "fake_sherbrooke", [SamplerPub.coerce(ghz, 200)], shots=200, seed=1, noise_model=NoiseModel()
     )
     assert set(result[0].data.meas.get_counts()) == {"0" * 40, "1" * 40}
@@ -103,15 +103,15 @@ def test_wide_circuits_pick_a_method_that_scales() -> None:
     for q in range(40):
         rotated.rz(0.1, q)
     rotated.measure_all()
-    result = executor.sample(
+    result = engine.sample(
         "fake_sherbrooke", [SamplerPub.coerce(rotated, 200)], shots=200, seed=1, noise_model=NoiseModel()
     )
     assert set(result[0].data.meas.get_counts()) == {"0" * 40, "1" * 40}
 
 
 def test_reduced_model_holds_only_the_job_instructions() -> None:
-    from qiskit_runtime_server.worker.executors.aer import backend_noise_model
-    from qiskit_runtime_server.worker.executors.compaction import reduce_noise_model, used_instructions
+    from qiskit_runtime_server.worker.engines.aer import backend_noise_model
+    from qiskit_runtime_server.worker.engines.compaction import reduce_noise_model, used_instructions
 
     qc = dynamic_circuit()
     used = used_instructions([qc])

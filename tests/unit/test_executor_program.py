@@ -19,11 +19,11 @@ from qiskit_ibm_runtime.decoders.defaults import DEFAULT_DECODERS
 from qiskit_ibm_runtime.executor_sampler.prepare import prepare
 from qiskit_ibm_runtime.options_models import ExecutorOptions, SamplerOptions
 from qiskit_ibm_runtime.quantum_program.params_converters import QUANTUM_PROGRAM_PARAMS_CONVERTERS
+from qiskit_runtime_server.worker.engines.aer import engine_for
 from qiskit_runtime_server.worker.errors import ProgramError
-from qiskit_runtime_server.worker.execute import decode_params, execute
-from qiskit_runtime_server.worker.executors.aer import executor_for
 from qiskit_runtime_server.worker.jobspec import Defaults, ExecutionRequest
 from qiskit_runtime_server.worker.programs.executor import decode_executor_params, run_executor
+from qiskit_runtime_server.worker.simulation_process import decode_params, execute
 
 VERSIONS = ["v1.0", "v1.1", "v2.0"]
 
@@ -43,7 +43,7 @@ def client_decode(text: bytes) -> Any:
 
 
 def run(params: dict[str, Any], backend: str = "fake_manila") -> bytes:
-    output = run_executor(json.loads(json.dumps(params)), backend, executor_for("CPU"), Defaults())
+    output = run_executor(json.loads(json.dumps(params)), backend, engine_for("CPU"), Defaults())
     assert isinstance(output.result, bytes)
     return output.result
 

@@ -1,6 +1,6 @@
 """Independent qubit groups simulated apart agree with the whole circuit simulated at once.
 
-Statistical tests compare the worker's factorized path with the same executor told not to
+Statistical tests compare the worker's factorized path with the same engine told not to
 factorize (one Aer run of the whole circuit, as before) and with local testing mode's
 primitives (``BackendSamplerV2``/``BackendEstimatorV2`` on the backend's noise model); the exact
 single-qubit law is compared with Aer's density matrix to 1e-9.
@@ -20,14 +20,14 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, depolarizing_error
 from qiskit_aer.noise.passes import LocalNoisePass
-from qiskit_runtime_server.worker.errors import ProgramError
-from qiskit_runtime_server.worker.executors.aer import AerExecutor, backend_noise_model
-from qiskit_runtime_server.worker.executors.partition import independent_components, noise_is_local
-from qiskit_runtime_server.worker.executors.single_qubit import (
+from qiskit_runtime_server.worker.engines.aer import AerEngine, backend_noise_model
+from qiskit_runtime_server.worker.engines.partition import independent_components, noise_is_local
+from qiskit_runtime_server.worker.engines.single_qubit import (
     NoiseChannels,
     compile_single_qubit,
     instructions_by_qubit,
 )
+from qiskit_runtime_server.worker.errors import ProgramError
 
 BACKEND = "fake_lagos"  # 7 qubits: small enough to simulate whole as the reference
 SHOTS = 20_000
@@ -128,8 +128,8 @@ def test_single_qubit_law_is_aer_density_matrix(measure_twice: bool) -> None:
 def test_factorized_sampling_matches_whole_circuit() -> None:
     qc = mixed_circuit()
     pub = SamplerPub.coerce(qc, SHOTS)
-    whole = AerExecutor(factorize=False, compact=False).sample(BACKEND, [pub], shots=SHOTS, seed=5, noise_model=None)
-    split = AerExecutor().sample(BACKEND, [pub], shots=SHOTS, seed=6, noise_model=None)
+    whole = AerEngine(factorize=False, compact=False).sample(BACKEND, [pub], shots=SHOTS, seed=5, noise_model=None)
+    split = AerEngine().sample(BACKEND, [pub], shots=SHOTS, seed=6, noise_model=None)
     for name in ("mid", "out"):
         a, b = whole[0].data[name].get_counts(), split[0].data[name].get_counts()
         assert total_variation(a, b) < 0.03, (name, a, b)
@@ -152,7 +152,7 @@ def test_parameter_sweeps_run_per_binding() -> None:
     qc.measure(2, 2)
     values = np.array([[0.0], [np.pi / 2], [np.pi]])
     pub = SamplerPub(qc, BindingsArray({(theta,): values}), 4000)
-    result = AerExecutor().sample("fake_manila", [pub], shots=4000, seed=7, noise_model=NoiseModel())
+    result = AerEngine().sample("fake_manila", [pub], shots=4000, seed=7, noise_model=NoiseModel())
     bits = result[0].data.c.to_bool_array(order="little")
     assert bits.shape == (3, 4000, 3)
     ones = bits.mean(axis=1)
@@ -171,10 +171,10 @@ def test_explicit_model_with_all_qubit_errors_is_factorized_and_correct() -> Non
     qc.cx(1, 2)
     qc.measure(range(4), range(4))
     pub = SamplerPub.coerce(qc, SHOTS)
-    whole = AerExecutor(factorize=False, compact=False).sample(
+    whole = AerEngine(factorize=False, compact=False).sample(
         "fake_manila", [pub], shots=SHOTS, seed=1, noise_model=model
     )
-    split = AerExecutor().sample("fake_manila", [pub], shots=SHOTS, seed=2, noise_model=model)
+    split = AerEngine().sample("fake_manila", [pub], shots=SHOTS, seed=2, noise_model=model)
     assert total_variation(whole[0].data.c.get_counts(), split[0].data.c.get_counts()) < 0.03
     # depolarizing_error(0.2) is 0.8 * rho + 0.2 * I/2: qubit 0 (a lone x) reads 1 with probability 0.9.
     assert split[0].data.c.to_bool_array(order="little")[:, 0].mean() == pytest.approx(0.9, abs=0.01)
@@ -193,7 +193,7 @@ def test_estimator_matches_local_testing_mode() -> None:
         SparsePauliOp.from_list([("IZIZIZI", 2.0), ("IIIIIII", 0.25)]),
     ]
     pub = EstimatorPub.coerce((qc, observables), 0.004)
-    ours = AerExecutor().estimate(BACKEND, [pub], precision=0.004, seed=3, noise_model=None)[0]
+    ours = AerEngine().estimate(BACKEND, [pub], precision=0.004, seed=3, noise_model=None)[0]
     reference = (
         BackendEstimatorV2(
             backend=AerSimulator(noise_model=backend_noise_model(BACKEND)), options={"seed_simulator": 4}
@@ -215,12 +215,12 @@ def test_all_qubit_observable_on_127_qubits_completes() -> None:
     qc.cx(0, 1)
     qc.cx(1, 2)
     pub = EstimatorPub.coerce((qc, SparsePauliOp("X" * 127)), 0.02)
-    result = AerExecutor().estimate("fake_sherbrooke", [pub], precision=0.02, seed=1, noise_model=NoiseModel())
+    result = AerEngine().estimate("fake_sherbrooke", [pub], precision=0.02, seed=1, noise_model=NoiseModel())
     # Ideal: <X^127> of a GHZ state on 3 qubits times |0> on the rest is 0 (the rest read +-1 at random).
     assert result[0].data.evs.shape == ()
     assert abs(float(result[0].data.evs)) < 5 * 0.02
     pub = EstimatorPub.coerce((qc, SparsePauliOp("I" * 124 + "XXX")), 0.02)
-    result = AerExecutor().estimate("fake_sherbrooke", [pub], precision=0.02, seed=1, noise_model=NoiseModel())
+    result = AerEngine().estimate("fake_sherbrooke", [pub], precision=0.02, seed=1, noise_model=NoiseModel())
     assert float(result[0].data.evs) == pytest.approx(1.0, abs=1e-9)
 
 
@@ -233,23 +233,23 @@ def test_group_too_big_for_memory_fails_the_job_with_a_reason() -> None:
             qc.cx(q, (q + step) % 24)
             qc.rz(0.3 * step, (q + step) % 24)
     qc.measure_all()
-    executor = AerExecutor(memory_limit_mb=1)  # at most 16 qubits of statevector
+    engine = AerEngine(memory_limit_mb=1)  # at most 16 qubits of statevector
     with pytest.raises(ProgramError, match=r"qubits \[0, 1, .*\(24 interacting qubits\).*matrix_product_state"):
-        executor.sample("fake_sherbrooke", [SamplerPub.coerce(qc, 10)], shots=10, seed=1, noise_model=None)
+        engine.sample("fake_sherbrooke", [SamplerPub.coerce(qc, 10)], shots=10, seed=1, noise_model=None)
     # A chain of the same width has a small bond dimension and runs within the same limit.
     chain = QuantumCircuit(24)
     chain.h(0)
     for q in range(23):
         chain.cx(q, q + 1)
     chain.measure_all()
-    result = executor.sample(
+    result = engine.sample(
         "fake_sherbrooke", [SamplerPub.coerce(chain, 50)], shots=50, seed=1, noise_model=NoiseModel()
     )
     assert set(result[0].data.meas.get_counts()) == {"0" * 24, "1" * 24}
 
 
 def test_gpu_worker_sends_only_large_statevector_runs_to_the_gpu() -> None:
-    from qiskit_runtime_server.worker.executors.aer import GPU_MIN_WORK, run_options
+    from qiskit_runtime_server.worker.engines.aer import GPU_MIN_WORK, run_options
 
     wide = QuantumCircuit(24)
     small = QuantumCircuit(4)

@@ -16,8 +16,8 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import BoxOp, CircuitInstruction, QuantumRegister
 from qiskit.quantum_info import Operator, Pauli, PauliLindbladMap, SuperOp
 from qiskit_aer.noise import NoiseModel, ReadoutError, pauli_error
+from qiskit_runtime_server.worker.engines.aer import engine_for
 from qiskit_runtime_server.worker.errors import ProgramError
-from qiskit_runtime_server.worker.executors.aer import executor_for
 from qiskit_runtime_server.worker.jobspec import Defaults
 from qiskit_runtime_server.worker.programs.noise_learner import Dressing, layer_noise, run_noise_learner
 
@@ -108,7 +108,7 @@ def test_noise_learner_result_follows_ibm_schema_and_decodes_to_client_objects()
     from qiskit_ibm_runtime.results import LayerError, NoiseLearnerResult
 
     params = _encoded({"circuits": [_bell_isa()], "options": {"twirling_strategy": "active", "support_qiskit": True}})
-    output = run_noise_learner(params, "fake_manila", executor_for("CPU"), Defaults())
+    output = run_noise_learner(params, "fake_manila", engine_for("CPU"), Defaults())
     assert isinstance(output.result, bytes) and b"schema_version" not in output.result
     ResultsModel.model_validate(json.loads(output.result))  # IBM's documented wire format
     result = NoiseLearnerResultDecoder.decode(output.result.decode())
@@ -142,7 +142,7 @@ def test_readout_box_gets_the_twirled_readout_flip_rate() -> None:
     original = noise_learner.backend_noise_model
     noise_learner.backend_noise_model = lambda name: model  # type: ignore[assignment]
     try:
-        output = run_noise_learner(_encoded(params), "fake_manila", executor_for("CPU"), Defaults())
+        output = run_noise_learner(_encoded(params), "fake_manila", engine_for("CPU"), Defaults())
     finally:
         noise_learner.backend_noise_model = original  # type: ignore[assignment]
     result = NoiseLearnerV3ResultDecoder.decode(output.result.decode())
@@ -168,7 +168,7 @@ def test_readout_box_gets_the_twirled_readout_flip_rate() -> None:
 )
 def test_unrunnable_params_fail_with_a_reason(params: dict, fragment: str) -> None:
     with pytest.raises(ProgramError, match=fragment):
-        run_noise_learner(_encoded(params), "fake_manila", executor_for("CPU"), Defaults())
+        run_noise_learner(_encoded(params), "fake_manila", engine_for("CPU"), Defaults())
 
 
 @pytest.mark.parametrize(

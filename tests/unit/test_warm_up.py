@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from qiskit_runtime_server.shared.settings import load_settings
-from qiskit_runtime_server.worker.execute import warm_up
-from qiskit_runtime_server.worker.executors.aer import backend_noise_model
+from qiskit_runtime_server.worker.engines.aer import backend_noise_model
+from qiskit_runtime_server.worker.simulation_process import warm_up
 
 
 def test_preload_setting_is_a_comma_separated_list() -> None:

@@ -3,7 +3,7 @@
 ``qiskit_ibm_runtime.executor_sampler.Sampler``, ``executor_estimator.Estimator`` and the raw
 ``Executor`` send plain pydantic JSON (PROTOCOL.md §5.3). It is decoded with the client's own
 ``QUANTUM_PROGRAM_PARAMS_CONVERTERS`` for its ``schema_version``, every item runs through the
-worker's executor seam (the backend's noise model by default, as for ``sampler``), and the answer
+worker's engine seam (the backend's noise model by default, as for ``sampler``), and the answer
 is the ``ibm_quantum_schemas`` ``QuantumProgramResultModel`` of the same schema version, echoing
 ``semantic_role`` and ``passthrough_data`` so the client's post-processors build a
 ``PrimitiveResult`` (PROTOCOL.md §5.5, P10).
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
+from qiskit_runtime_server.worker.engines.base import SimulationEngine
 from qiskit_runtime_server.worker.errors import ProgramError
-from qiskit_runtime_server.worker.executors.base import Executor
 from qiskit_runtime_server.worker.jobspec import Defaults
 from qiskit_runtime_server.worker.programs.primitives import ProgramOutput
 from qiskit_runtime_server.worker.programs.served import for_served_backend
@@ -182,7 +182,7 @@ def _sample_item(
     item: Any,
     shots: int,
     backend: str,
-    executor: Executor,
+    engine: SimulationEngine,
     choices: SimulationChoices,
     rng: np.random.Generator,
 ) -> ItemRun:
@@ -216,7 +216,7 @@ def _sample_item(
         pub = SamplerPub.coerce((circuit, bindings), shots)
     except (ValueError, TypeError) as exc:
         raise ProgramError(f"Item {index} is invalid: {exc}") from None
-    result = executor.sample(backend, [pub], shots=shots, seed=choices.seed, noise_model=choices.noise_model)
+    result = engine.sample(backend, [pub], shots=shots, seed=choices.seed, noise_model=choices.noise_model)
     bits = {name: array.to_bool_array(order="little") for name, array in result[0].data.items()}
     stop = datetime.now(UTC)
     return ItemRun({**extra, **bits}, math.prod(shape), len(shape), start, stop)
@@ -274,7 +274,7 @@ def encode_result(decoded: DecodedProgram, runs: list[ItemRun]) -> bytes:
 
 
 @for_served_backend
-def run_executor(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> ProgramOutput:
+def run_executor(params: dict[str, Any], backend: str, engine: SimulationEngine, defaults: Defaults) -> ProgramOutput:
     """Run executor ``params`` (plain JSON, PROTOCOL.md §5.3) on ``backend``.
 
     Every item runs with ``quantum_program.shots`` shots; the answer is the encoded
@@ -293,7 +293,7 @@ def run_executor(params: dict[str, Any], backend: str, executor: Executor, defau
         )
     if program.shots > defaults.max_shots:
         raise ProgramError(f"At most {defaults.max_shots} shots are allowed, got {program.shots}.")
-    width = executor.num_qubits(backend)
+    width = engine.num_qubits(backend)
     for index, item in enumerate(program.items):
         if item.circuit.num_qubits > width:
             raise ProgramError(
@@ -303,7 +303,7 @@ def run_executor(params: dict[str, Any], backend: str, executor: Executor, defau
     choices = simulation_choices(decoded)
     rng = np.random.default_rng(choices.seed)
     runs = [
-        _sample_item(index, item, program.shots, backend, executor, choices, rng)
+        _sample_item(index, item, program.shots, backend, engine, choices, rng)
         for index, item in enumerate(program.items)
     ]
     ignored = ignored_options(decoded)

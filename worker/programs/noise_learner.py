@@ -63,9 +63,9 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import CircuitInstruction, QuantumRegister
 from qiskit.quantum_info import Pauli, SuperOp
 from qiskit_aer.noise import NoiseModel, QuantumError
+from qiskit_runtime_server.worker.engines.aer import backend_noise_model, fake_backend
+from qiskit_runtime_server.worker.engines.base import SimulationEngine
 from qiskit_runtime_server.worker.errors import ProgramError
-from qiskit_runtime_server.worker.executors.aer import backend_noise_model, fake_backend
-from qiskit_runtime_server.worker.executors.base import Executor
 from qiskit_runtime_server.worker.jobspec import Defaults
 from qiskit_runtime_server.worker.programs.primitives import ProgramOutput
 
@@ -499,7 +499,7 @@ def _pauli_list(noise: LayerNoise) -> Any:
     return PauliList(labels)
 
 
-def run_noise_learner_v2(params: dict[str, Any], backend: str, executor: Executor) -> ProgramOutput:
+def run_noise_learner_v2(params: dict[str, Any], backend: str, engine: SimulationEngine) -> ProgramOutput:
     """``NoiseLearner`` params: circuits in, ``NoiseLearnerResult`` of ``LayerError`` out (as IBM encodes it).
 
     Raises:
@@ -508,7 +508,7 @@ def run_noise_learner_v2(params: dict[str, Any], backend: str, executor: Executo
     from qiskit_ibm_runtime import RuntimeEncoder
     from qiskit_ibm_runtime.results import LayerError, PauliLindbladError
 
-    circuits = _circuits(params, executor.num_qubits(backend))
+    circuits = _circuits(params, engine.num_qubits(backend))
     options, custom_model = _v2_options(params.get("options"))
     model = custom_model if custom_model is not None else backend_noise_model(backend)
     coupling = _coupling(backend)
@@ -571,7 +571,7 @@ def _lindblad_metadata(depths: Sequence[int], qubits: Sequence[int], post_select
     }
 
 
-def run_noise_learner_v3(params: dict[str, Any], backend: str, executor: Executor) -> ProgramOutput:
+def run_noise_learner_v3(params: dict[str, Any], backend: str, engine: SimulationEngine) -> ProgramOutput:
     """``NoiseLearnerV3`` params (any ``schema_version`` the client has converters for).
 
     Raises:
@@ -609,7 +609,7 @@ def run_noise_learner_v3(params: dict[str, Any], backend: str, executor: Executo
     if not instructions:
         raise ProgramError("params.instructions holds no instruction to learn.")
 
-    width = executor.num_qubits(backend)
+    width = engine.num_qubits(backend)
     model = backend_noise_model(backend)
     coupling = _coupling(backend)
     depths = list(options.layer_pair_depths)
@@ -657,12 +657,14 @@ def run_noise_learner_v3(params: dict[str, Any], backend: str, executor: Executo
     return ProgramOutput(text, warnings, len(results))
 
 
-def run_noise_learner(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> ProgramOutput:
+def run_noise_learner(
+    params: dict[str, Any], backend: str, engine: SimulationEngine, defaults: Defaults
+) -> ProgramOutput:
     """Program ``noise-learner``: ``NoiseLearnerV3`` params carry ``schema_version``, ``NoiseLearner``'s do not.
 
     Raises:
         ProgramError: the params cannot run (see ``run_noise_learner_v2`` / ``run_noise_learner_v3``).
     """
     if "schema_version" in params:
-        return run_noise_learner_v3(params, backend, executor)
-    return run_noise_learner_v2(params, backend, executor)
+        return run_noise_learner_v3(params, backend, engine)
+    return run_noise_learner_v2(params, backend, engine)

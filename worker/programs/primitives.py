@@ -4,7 +4,7 @@
 sampler ``[circuit, parameter_values, shots|None]``, estimator
 ``[circuit, observables, parameter_values, precision|None]``; ``parameter_values`` is an array
 of shape ``(*bind_shape, n_params)`` (``(0,)`` without parameters). They are coerced into
-Qiskit's ``SamplerPub``/``EstimatorPub``, run on the executor, and the ``PrimitiveResult`` is
+Qiskit's ``SamplerPub``/``EstimatorPub``, run on the simulation engine, and the ``PrimitiveResult`` is
 returned with the ignored options added to its metadata.
 """
 
@@ -20,8 +20,8 @@ from qiskit import QuantumCircuit
 from qiskit.primitives import PrimitiveResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
+from qiskit_runtime_server.worker.engines.base import SimulationEngine
 from qiskit_runtime_server.worker.errors import ProgramError
-from qiskit_runtime_server.worker.executors.base import Executor
 from qiskit_runtime_server.worker.jobspec import Defaults
 from qiskit_runtime_server.worker.programs.options import SimulatorChoices, parse_options
 from qiskit_runtime_server.worker.programs.served import for_served_backend
@@ -95,7 +95,7 @@ def _with_execution_spans(
 ) -> PrimitiveResult:
     """Add IBM's ``metadata["execution"]["execution_spans"]`` to a sampler result.
 
-    All PUBs are simulated in one executor call, so one ``DoubleSliceSpan`` from its start to
+    All PUBs are simulated in one engine call, so one ``DoubleSliceSpan`` from its start to
     its stop (UTC) covers every shot of every PUB: ``{pub index: ((*pub.shape, shots),
     slice over the flattened bindings, slice over the shots)}``.
     """
@@ -110,7 +110,7 @@ def _with_execution_spans(
     return PrimitiveResult(list(result), metadata=metadata)
 
 
-def run_sampler(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> ProgramOutput:
+def run_sampler(params: dict[str, Any], backend: str, engine: SimulationEngine, defaults: Defaults) -> ProgramOutput:
     """Run sampler ``params`` on ``backend``.
 
     Shots: the PUB's own, else ``options.default_shots``, else ``defaults.shots``.
@@ -120,7 +120,7 @@ def run_sampler(params: dict[str, Any], backend: str, executor: Executor, defaul
     """
     choices = parse_options(params.get("options"), estimator=False)
     shots = choices.default_shots or defaults.shots
-    width = executor.num_qubits(backend)
+    width = engine.num_qubits(backend)
     pubs = []
     for i, item in enumerate(_pub_items(params)):
         circuit = _check_width(item[0], width, i)
@@ -136,12 +136,12 @@ def run_sampler(params: dict[str, Any], backend: str, executor: Executor, defaul
             raise ProgramError(f"PUB {i} is invalid: {exc}") from None
     ignored, warnings = _warnings(choices, {})
     start = datetime.now(UTC)
-    result = executor.sample(backend, pubs, shots=shots, seed=choices.seed, noise_model=choices.noise_model)
+    result = engine.sample(backend, pubs, shots=shots, seed=choices.seed, noise_model=choices.noise_model)
     result = _with_execution_spans(result, pubs, shots, start, datetime.now(UTC))
-    return ProgramOutput(_with_metadata(result, ignored, executor.device), warnings, len(pubs))
+    return ProgramOutput(_with_metadata(result, ignored, engine.device), warnings, len(pubs))
 
 
-def run_estimator(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> ProgramOutput:
+def run_estimator(params: dict[str, Any], backend: str, engine: SimulationEngine, defaults: Defaults) -> ProgramOutput:
     """Run estimator ``params`` on ``backend``.
 
     Precision: the PUB's own, else ``options.default_precision``, else ``1/sqrt(default_shots)``
@@ -155,7 +155,7 @@ def run_estimator(params: dict[str, Any], backend: str, executor: Executor, defa
     if precision is None and choices.default_shots:
         precision = 1 / math.sqrt(choices.default_shots)
     precision = precision or defaults.precision
-    width = executor.num_qubits(backend)
+    width = engine.num_qubits(backend)
     pubs = []
     for i, item in enumerate(_pub_items(params)):
         if len(item) < 2:
@@ -171,8 +171,8 @@ def run_estimator(params: dict[str, Any], backend: str, executor: Executor, defa
     if "resilience_level" in params:
         extra["resilience_level"] = params["resilience_level"]
     ignored, warnings = _warnings(choices, extra)
-    result = executor.estimate(backend, pubs, precision=precision, seed=choices.seed, noise_model=choices.noise_model)
-    return ProgramOutput(_with_metadata(result, ignored, executor.device), warnings, len(pubs))
+    result = engine.estimate(backend, pubs, precision=precision, seed=choices.seed, noise_model=choices.noise_model)
+    return ProgramOutput(_with_metadata(result, ignored, engine.device), warnings, len(pubs))
 
 
 PROGRAMS = {"sampler": for_served_backend(run_sampler), "estimator": for_served_backend(run_estimator)}

@@ -4,7 +4,7 @@ A job's backend may be any name the API serves (``shared/backends.py``): ``fake_
 its IBM name ``ibm_sherbrooke``, an operator alias, or the mock device ``mock_sherbrooke``. Real
 names run on the device's noise model under its primary name (one noise-model cache entry per
 device). Mock names get IBM's dry-run answer: the program runs as usual (PUBs decoded and
-checked, samplex sampled, results and metadata built the same way) on :class:`DryRunExecutor`,
+checked, samplex sampled, results and metadata built the same way) on :class:`DryRunEngine`,
 which draws uniformly random bits instead of simulating, and the job bills no usage.
 """
 
@@ -23,15 +23,15 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit_runtime_server.shared.backends import ServedBackend, default_catalog
 from qiskit_runtime_server.shared.errors import NotFound
+from qiskit_runtime_server.worker.engines.base import SimulationEngine
+from qiskit_runtime_server.worker.engines.estimation import estimate_pub, pauli_terms
 from qiskit_runtime_server.worker.errors import ProgramError
-from qiskit_runtime_server.worker.executors.base import Executor
-from qiskit_runtime_server.worker.executors.estimation import estimate_pub, pauli_terms
 from qiskit_runtime_server.worker.jobspec import Defaults
 
 DRY_RUN_DEVICE = "none (dry run)"
 DRY_RUN_WARNING = "Dry run on mock backend {name}: the results are random data, nothing was simulated."
 
-Program = Callable[[dict[str, Any], str, Executor, Defaults], Any]
+Program = Callable[[dict[str, Any], str, SimulationEngine, Defaults], Any]
 
 
 def served_backend(name: str) -> ServedBackend:
@@ -50,8 +50,8 @@ def served_backend(name: str) -> ServedBackend:
         ) from None
 
 
-class DryRunExecutor:
-    """An :class:`~worker.executors.base.Executor` that simulates nothing: IBM's mock devices.
+class DryRunEngine:
+    """An :class:`~worker.engines.base.SimulationEngine` that simulates nothing: IBM's mock devices.
 
     Sampler PUBs get uniformly random bits, one ``BitArray`` per classical register of shape
     ``(*bindings_shape)`` with the PUB's shots; estimator PUBs get ``evs``/``stds`` of the
@@ -113,10 +113,10 @@ class DryRunExecutor:
 
 
 def for_served_backend(program: Program) -> Program:
-    """Wrap ``program(params, backend, executor, defaults)`` to take any served backend name.
+    """Wrap ``program(params, backend, engine, defaults)`` to take any served backend name.
 
-    Real names run ``program`` on the device's primary name with ``executor``; mock names run
-    it on a :class:`DryRunExecutor`, mark the output not billable, add ``"dry_run": True`` to a
+    Real names run ``program`` on the device's primary name with ``engine``; mock names run
+    it on a :class:`DryRunEngine`, mark the output not billable, add ``"dry_run": True`` to a
     ``PrimitiveResult``'s metadata and a line to the job log.
 
     Raises:
@@ -124,11 +124,11 @@ def for_served_backend(program: Program) -> Program:
     """
 
     @functools.wraps(program)
-    def run(params: dict[str, Any], backend: str, executor: Executor, defaults: Defaults) -> Any:
+    def run(params: dict[str, Any], backend: str, engine: SimulationEngine, defaults: Defaults) -> Any:
         served = served_backend(backend)
         if not served.is_mock:
-            return program(params, served.simulated, executor, defaults)
-        output = program(params, served.simulated, DryRunExecutor(served), defaults)
+            return program(params, served.simulated, engine, defaults)
+        output = program(params, served.simulated, DryRunEngine(served), defaults)
         output.billable = False
         output.warnings.append(DRY_RUN_WARNING.format(name=served.name))
         if isinstance(output.result, PrimitiveResult):

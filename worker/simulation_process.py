@@ -16,8 +16,8 @@ import qiskit
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 from qiskit_runtime_server.shared.errors import ApiError
 from qiskit_runtime_server.shared.job_limits import check_params
+from qiskit_runtime_server.worker.engines.aer import backend_noise_model, default_memory_limit_mb, engine_for
 from qiskit_runtime_server.worker.errors import ProgramError
-from qiskit_runtime_server.worker.executors.aer import backend_noise_model, default_memory_limit_mb, executor_for
 from qiskit_runtime_server.worker.jobspec import ExecutionRequest, Outcome
 from qiskit_runtime_server.worker.programs.executor import run_executor
 from qiskit_runtime_server.worker.programs.noise_learner import run_noise_learner
@@ -86,9 +86,9 @@ def execute(request: ExecutionRequest) -> Outcome:
     except ApiError as exc:
         raise ProgramError(exc.message) from None
     params = decode_params(request.params, plain=request.program_id in _PLAIN_JSON_PROGRAMS)
-    executor = executor_for(request.device, _memory_limit_mb)
+    engine = engine_for(request.device, _memory_limit_mb)
     start = time.perf_counter()
-    output = program(params, request.backend, executor, request.defaults)
+    output = program(params, request.backend, engine, request.defaults)
     elapsed = time.perf_counter() - start
     result = output.result
     text = result if isinstance(result, bytes) else json.dumps(result, cls=RuntimeEncoder).encode()
@@ -100,11 +100,11 @@ def execute(request: ExecutionRequest) -> Outcome:
 def warm_up(device: str = "CPU", backends: Sequence[str] = ()) -> None:
     """Work done once per simulation process before its first job.
 
-    Builds the executor for ``device`` and the noise models of ``backends``
+    Builds the engine for ``device`` and the noise models of ``backends``
     (``QRS_PRELOAD_BACKENDS``), so that the first job on those backends does not pay for them
     (about 2 s for a 127-qubit device). Unknown names are logged and skipped.
     """
-    executor_for(device, _memory_limit_mb)
+    engine_for(device, _memory_limit_mb)
     for name in backends:
         try:
             backend_noise_model(name)

@@ -1,4 +1,4 @@
-"""qiskit-aer executor: noisy simulation of a fake backend, on CPU or GPU.
+"""qiskit-aer engine: noisy simulation of a fake backend, on CPU or GPU.
 
 The backend's noise model (``NoiseModel.from_backend`` on the client's fake backend, as local
 testing mode builds it) is built once per backend. A circuit is split into groups of qubits
@@ -31,17 +31,17 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, QuantumError
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
-from qiskit_runtime_server.worker.errors import ProgramError
-from qiskit_runtime_server.worker.executors.compaction import (
+from qiskit_runtime_server.worker.engines.compaction import (
     Instruction,
     compact_circuit,
     reduce_noise_model,
     used_instructions,
 )
-from qiskit_runtime_server.worker.executors.estimation import estimate_pub, pauli_terms
-from qiskit_runtime_server.worker.executors.factorized import sample_bits
-from qiskit_runtime_server.worker.executors.partition import Component, noise_is_local
-from qiskit_runtime_server.worker.executors.single_qubit import NoiseChannels
+from qiskit_runtime_server.worker.engines.estimation import estimate_pub, pauli_terms
+from qiskit_runtime_server.worker.engines.factorized import sample_bits
+from qiskit_runtime_server.worker.engines.partition import Component, noise_is_local
+from qiskit_runtime_server.worker.engines.single_qubit import NoiseChannels
+from qiskit_runtime_server.worker.errors import ProgramError
 
 # Distinct (backend, qubits, instructions) simulators kept per process.
 SIMULATOR_CACHE_SIZE = 128
@@ -93,7 +93,7 @@ def backend_noise_model(name: str) -> NoiseModel:
     return NoiseModel.from_backend(fake_backend(name))
 
 
-class AerExecutor:
+class AerEngine:
     """Runs PUBs for a backend with its (or a given) noise model, on CPU or GPU.
 
     Each circuit is split into independent qubit groups (``partition.py``) when the noise model
@@ -548,6 +548,6 @@ def _plain(message: str) -> str:
 
 
 @cache
-def executor_for(device: str, memory_limit_mb: int | None = None) -> AerExecutor:
-    """One executor per device per process, so its caches live as long as the process."""
-    return AerExecutor(device, memory_limit_mb=memory_limit_mb)
+def engine_for(device: str, memory_limit_mb: int | None = None) -> AerEngine:
+    """One engine per device per process, so its caches live as long as the process."""
+    return AerEngine(device, memory_limit_mb=memory_limit_mb)

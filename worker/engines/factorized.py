@@ -1,6 +1,6 @@
 """Sample a circuit group by group: lone qubits exactly with numpy, the other groups on Aer.
 
-The groups of :func:`~worker.executors.partition.independent_components` never interact, so a
+The groups of :func:`~worker.engines.partition.independent_components` never interact, so a
 shot of the whole circuit is one shot of each group side by side: concatenating independent
 per-group samples has the same law as sampling the whole circuit. Groups whose classical bits
 are in no register (nothing the result can show) are not simulated at all.
@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 from qiskit.circuit import Parameter, QuantumCircuit
-from qiskit_runtime_server.worker.executors.compaction import active_qubits
-from qiskit_runtime_server.worker.executors.partition import Component, independent_components
-from qiskit_runtime_server.worker.executors.single_qubit import (
+from qiskit_runtime_server.worker.engines.compaction import active_qubits
+from qiskit_runtime_server.worker.engines.partition import Component, independent_components
+from qiskit_runtime_server.worker.engines.single_qubit import (
     NoiseChannels,
     compile_single_qubit,
     instructions_by_qubit,
@@ -43,7 +43,7 @@ def sample_bits(
 
     ``values`` holds one row of parameter values per binding, columns in ``circuit.parameters``
     order (``(bindings, 0)`` without parameters). With ``factorize`` (the noise is local, see
-    :func:`~worker.executors.partition.noise_is_local`) independent groups run separately;
+    :func:`~worker.engines.partition.noise_is_local`) independent groups run separately;
     otherwise the circuit runs as one group. ``rng`` draws the lone qubits' outcomes and the
     seed of each Aer run, so a seeded ``rng`` makes the whole sample reproducible.
     """

@@ -1,4 +1,4 @@
-"""The executor interface every simulator back end implements."""
+"""The interface every simulation engine implements."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from qiskit_aer.noise import NoiseModel
 
 
-class Executor(Protocol):
+class SimulationEngine(Protocol):
     """Runs coerced PUBs for one backend and returns Qiskit's own ``PrimitiveResult``.
 
     ``noise_model`` is ``None`` for the backend's own noise (the default, as in local testing

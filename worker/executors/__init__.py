@@ -1,1 +1,0 @@
-"""The executor seam: where PUBs meet a simulator. ``aer.py`` runs them on qiskit-aer (CPU/GPU)."""
