@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import msgspec
+
 from qiskit_runtime_server.shared.settings import Settings
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 
+from starlette.requests import Request
+
 from qiskit_runtime_server.api.auth import Principal
 from qiskit_runtime_server.shared.errors import Conflict, Forbidden, InvalidRequest, SessionNotFound
 from qiskit_runtime_server.shared.models import JobSubmission
 from qiskit_runtime_server.shared.sessions import state_of
 from qiskit_runtime_server.shared.store import Guard, usage_period
-from starlette.requests import Request
 
 
 async def check_usage_limit(request: Request, instance: str) -> None:

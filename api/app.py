@@ -20,6 +20,13 @@ from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from arq.connections import ArqRedis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from qiskit_runtime_server.api import auth
 from qiskit_runtime_server.api.access import load_policy
 from qiskit_runtime_server.api.finished import FinishedJobs
@@ -34,12 +41,6 @@ from qiskit_runtime_server.shared.queue import connect
 from qiskit_runtime_server.shared.sessions import SessionStore
 from qiskit_runtime_server.shared.settings import Settings, load_settings
 from qiskit_runtime_server.shared.store import JobStore
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("qrs.api")
 

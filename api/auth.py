@@ -19,11 +19,12 @@ from urllib.parse import parse_qs
 
 import jwt
 import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
 from qiskit_runtime_server.api.body import read_limited
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.shared.errors import Forbidden, InvalidRequest, NotAuthorized
-from starlette.requests import Request
-from starlette.responses import Response
 
 PLAN_ID = "qiskit-runtime-server-plan"
 

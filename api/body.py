@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
-from qiskit_runtime_server.shared.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from starlette.requests import ClientDisconnect, Request
+
+from qiskit_runtime_server.shared.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
 T = TypeVar("T")
 

@@ -26,10 +26,11 @@ from typing import cast
 import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from redis.asyncio import Redis
+
 from qiskit_runtime_server.shared import keys, stats, workers
 from qiskit_runtime_server.shared.backends import BackendCatalog
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
-from redis.asyncio import Redis
 
 _decode_record = msgspec.json.Decoder(JobRecord).decode
 

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+from starlette.routing import BaseRoute, Mount, Route
+
 from qiskit_runtime_server.shared.models import JobSubmission, TagsUpdate
 from qiskit_runtime_server.shared.sessions import SessionCreate, SessionPatch
-from starlette.routing import BaseRoute, Mount, Route
 
 _REF = "#/components/schemas/{name}"
 

@@ -6,8 +6,9 @@ import uuid
 from typing import Any
 
 import msgspec
-from qiskit_runtime_server.shared.errors import ApiError
 from starlette.responses import JSONResponse, Response
+
+from qiskit_runtime_server.shared.errors import ApiError
 
 _encoder = msgspec.json.Encoder()
 

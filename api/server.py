@@ -29,9 +29,10 @@ from typing import Any
 
 import msgspec
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
 from qiskit_runtime_server.shared.errors import MORE_INFO, ApiError, HeadersTooLarge, InvalidRequest, UriTooLong
 from qiskit_runtime_server.shared.settings import Settings
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _REASONS = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from arq.connections import ArqRedis
+
 from qiskit_runtime_server.api.access import AccessPolicy
 from qiskit_runtime_server.api.finished import FinishedJobs
 from qiskit_runtime_server.shared.backends import BackendCatalog

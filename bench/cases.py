@@ -140,6 +140,7 @@ def ideal_random_circuit(repeat: int) -> list[Row]:
     from qiskit_aer import AerSimulator
     from qiskit_aer.noise import NoiseModel
     from qiskit_ibm_runtime import RuntimeEncoder
+
     from qiskit_runtime_server.worker.jobspec import ExecutionRequest
     from qiskit_runtime_server.worker.simulation_process import execute
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import msgspec
 import redis as redis_sync
+
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
-
 from tests.conftest import Deployment, ServerProcess, free_port, server_env, wait_ready
 from tests.e2e.test_deployment import RedisServer, circuit, sampler, wait_for, workers_view
 

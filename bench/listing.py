@@ -19,12 +19,13 @@ import time
 
 import httpx
 import msgspec
+from redis.asyncio import Redis
+
 from qiskit_runtime_server.api.app import create_app
 from qiskit_runtime_server.shared import job_index, keys
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
 from qiskit_runtime_server.shared.queue import connect
 from qiskit_runtime_server.shared.settings import load_settings
-from redis.asyncio import Redis
 
 INSTANCE = "crn:v1:bluemix:public:quantum-computing:us-east:a/bench:bench::"
 BACKENDS = ["fake_manila", "fake_lima", "fake_sherbrooke", "fake_kyiv", "fake_torino"]

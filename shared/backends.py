@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
+
 from qiskit_runtime_server.shared.errors import BackendNotFound, NotFound
 
 Role = Literal["device", "ibm_name", "alias", "mock"]

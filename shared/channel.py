@@ -11,8 +11,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from qiskit_runtime_server.shared.aio import cancel_and_wait
 from redis.asyncio import Redis
+
+from qiskit_runtime_server.shared.aio import cancel_and_wait
 
 logger = logging.getLogger("qrs")
 

@@ -26,10 +26,11 @@ import uuid
 from typing import Any
 
 import msgspec
-from qiskit_runtime_server.shared import keys
-from qiskit_runtime_server.shared.models import JobRecord
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
+
+from qiskit_runtime_server.shared import keys
+from qiskit_runtime_server.shared.models import JobRecord
 
 PENDING = "pending"
 FINAL = "final"

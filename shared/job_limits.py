@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
 from qiskit_runtime_server.shared.errors import InvalidRequest, PayloadTooLarge
 
 # Inflate in slices of this many bytes: the memory the check itself needs per blob.

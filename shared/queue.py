@@ -22,10 +22,11 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import Serializer, serialize_job
 from arq.utils import timestamp_ms
-from qiskit_runtime_server.shared import keys
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError, WatchError
+
+from qiskit_runtime_server.shared import keys
 
 RUN_JOB = "runtime.run_job"
 

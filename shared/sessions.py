@@ -32,12 +32,13 @@ import time
 from collections.abc import Callable
 
 import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, WatchError
+
 from qiskit_runtime_server.shared import job_index, keys
 from qiskit_runtime_server.shared.errors import Conflict, SessionNotFound
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus, iso
 from qiskit_runtime_server.shared.store import Guard, JobStore
-from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
 
 logger = logging.getLogger("qrs.sessions")
 

@@ -11,6 +11,7 @@ import os
 import socket
 
 import msgspec
+
 from qiskit_runtime_server.shared.job_limits import JobLimits
 
 DEFAULT_INSTANCE = "crn:v1:bluemix:public:quantum-computing:us-east:a/local:local-instance::"

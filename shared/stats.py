@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 
+from redis.asyncio.client import Pipeline
+
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.models import JobRecord
-from redis.asyncio.client import Pipeline
 
 # Upper bounds (seconds) of the job running-time histogram buckets.
 RUN_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 10800.0, math.inf)

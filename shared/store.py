@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import msgspec
-from qiskit_runtime_server.shared import job_index, keys, stats
-from qiskit_runtime_server.shared.models import JobRecord, JobStatus
-from qiskit_runtime_server.shared.queue import queue_commands
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
+
+from qiskit_runtime_server.shared import job_index, keys, stats
+from qiskit_runtime_server.shared.models import JobRecord, JobStatus
+from qiskit_runtime_server.shared.queue import queue_commands
 
 _T = TypeVar("_T")
 

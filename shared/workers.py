@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 
 import msgspec
-from qiskit_runtime_server.shared import keys
 from redis.asyncio import Redis
+
+from qiskit_runtime_server.shared import keys
 
 _encode = msgspec.json.Encoder().encode
 

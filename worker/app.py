@@ -10,6 +10,8 @@ from arq import Worker
 from arq.connections import ArqRedis, log_redis_info
 from arq.typing import WorkerCoroutine
 from arq.worker import func
+from redis import exceptions as redis_errors
+
 from qiskit_runtime_server.shared.logs import job_id_var
 from qiskit_runtime_server.shared.queue import RUN_JOB
 from qiskit_runtime_server.shared.settings import Settings
@@ -20,7 +22,6 @@ from qiskit_runtime_server.worker.leases import LeaseKeeper
 from qiskit_runtime_server.worker.recovery import OrphanSweeper
 from qiskit_runtime_server.worker.runner import ProgramRunner
 from qiskit_runtime_server.worker.tasks import run_job
-from redis import exceptions as redis_errors
 
 logger = logging.getLogger("qrs.worker")
 

@@ -15,10 +15,11 @@ import logging
 import time
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from qiskit_runtime_server.shared.aio import cancel_and_wait
 from qiskit_runtime_server.shared.store import JobStore
 from qiskit_runtime_server.worker.runner import ProgramRunner
-from redis.exceptions import RedisError
 
 logger = logging.getLogger("qrs.worker")
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from redis.asyncio import Redis
+
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.channel import ChannelListener
-from redis.asyncio import Redis
 
 
 class Doorbell:

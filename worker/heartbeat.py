@@ -13,12 +13,13 @@ import os
 import socket
 import time
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from qiskit_runtime_server.shared import workers
 from qiskit_runtime_server.shared.aio import cancel_and_wait
 from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.worker.leases import LeaseKeeper
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 logger = logging.getLogger("qrs.worker")
 

@@ -15,9 +15,10 @@ import asyncio
 import logging
 
 from arq.constants import in_progress_key_prefix
-from qiskit_runtime_server.shared.aio import cancel_and_wait
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from qiskit_runtime_server.shared.aio import cancel_and_wait
 
 logger = logging.getLogger("qrs.worker")
 

@@ -22,13 +22,14 @@ from collections.abc import Iterable
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.aio import cancel_and_wait
 from qiskit_runtime_server.shared.backends import BackendCatalog
 from qiskit_runtime_server.shared.queue import enqueue_run
 from qiskit_runtime_server.shared.store import JobStore
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 logger = logging.getLogger("qrs.worker")
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import qiskit
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
+
 from qiskit_runtime_server.shared.errors import ApiError
 from qiskit_runtime_server.shared.job_limits import check_params
 from qiskit_runtime_server.worker.engines.aer import backend_noise_model, default_memory_limit_mb, engine_for

@@ -17,6 +17,7 @@ from typing import NotRequired, TypedDict
 
 from arq import Retry
 from arq.constants import retry_key_prefix
+
 from qiskit_runtime_server.shared.models import (
     REASON_EXECUTION_ERROR,
     REASON_INFRASTRUCTURE,

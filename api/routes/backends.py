@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.backends import ServedBackend
 from qiskit_runtime_server.shared.errors import InvalidRequest, NotFound
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 
 def _bool_param(value: str | None) -> bool:

@@ -6,12 +6,13 @@ import calendar
 import time
 from datetime import UTC, datetime
 
-from qiskit_runtime_server.api.auth import PLAN_ID, authenticate
-from qiskit_runtime_server.api.responses import MsgspecResponse
-from qiskit_runtime_server.shared.store import usage_period
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from qiskit_runtime_server.api.auth import PLAN_ID, authenticate
+from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.shared.store import usage_period
 
 
 async def usage(request: Request) -> Response:

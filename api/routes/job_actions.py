@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.body import decode_json, read_limited
 from qiskit_runtime_server.api.responses import MsgspecResponse
@@ -12,9 +16,6 @@ from qiskit_runtime_server.api.routes.jobs import MAX_TAG_LENGTH, MAX_TAGS, load
 from qiskit_runtime_server.shared.errors import Conflict, InvalidRequest, JobNotFound
 from qiskit_runtime_server.shared.job_index import JobQuery
 from qiskit_runtime_server.shared.models import TagsUpdate, iso, job_view
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 MAX_LIST_LIMIT = 1000
 

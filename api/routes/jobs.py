@@ -7,6 +7,11 @@ import secrets
 import time
 
 import msgspec
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
 from qiskit_runtime_server.api.admission import admit
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.body import decode_json, read_limited
@@ -16,10 +21,6 @@ from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIO
 from qiskit_runtime_server.shared.job_limits import check_params
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus, JobSubmission, job_view
 from qiskit_runtime_server.shared.queue import ring_doorbell
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
 PROGRAMS = frozenset({"sampler", "estimator", "executor", "noise-learner"})
 MAX_TAG_LENGTH = 255

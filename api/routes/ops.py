@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from qiskit_runtime_server.api.metrics import render_metrics
-from qiskit_runtime_server.api.responses import MsgspecResponse
-from qiskit_runtime_server.shared import workers
-from qiskit_runtime_server.shared.models import iso
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from qiskit_runtime_server.api.metrics import render_metrics
+from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.shared import workers
+from qiskit_runtime_server.shared.models import iso
 
 # Readiness must answer quickly even while Redis is down (connections retry for ~30 s).
 READY_TIMEOUT = 2.0

@@ -5,6 +5,11 @@ from __future__ import annotations
 import time
 
 import msgspec
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.body import decode_json, read_limited
 from qiskit_runtime_server.api.responses import MsgspecResponse
@@ -17,10 +22,6 @@ from qiskit_runtime_server.shared.sessions import (
     new_session_id,
     session_view,
 )
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 _decode_create = msgspec.json.Decoder(SessionCreate).decode
 _decode_patch = msgspec.json.Decoder(SessionPatch).decode

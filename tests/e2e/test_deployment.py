@@ -29,9 +29,9 @@ import httpx
 import msgspec
 import pytest
 import redis as redis_sync
+
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
-
 from tests.conftest import Deployment, ServerProcess, free_port, server_env, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]

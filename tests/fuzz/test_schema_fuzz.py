@@ -18,12 +18,12 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+
 from qiskit_runtime_server.api.app import create_app
 from qiskit_runtime_server.api.openapi import openapi_document
 from qiskit_runtime_server.api.server import server_config
 from qiskit_runtime_server.shared.settings import load_settings
-from schemathesis.checks import not_a_server_error
-
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.fuzz

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from arq.connections import ArqRedis
+
 from qiskit_runtime_server.api.app import create_app
 from qiskit_runtime_server.shared.settings import load_settings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from qiskit_runtime_server.shared.backends import BackendCatalog, CalibrationNotFound, dry_run_name, ibm_device_name
 
 

@@ -8,6 +8,7 @@ from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit.quantum_info import SparsePauliOp
+
 from qiskit_runtime_server.worker.engines.aer import AerEngine
 from qiskit_runtime_server.worker.engines.compaction import active_qubits, compact_circuit
 

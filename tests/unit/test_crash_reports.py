@@ -12,13 +12,13 @@ import time
 
 import fakeredis
 import pytest
+
 from qiskit_runtime_server.shared.models import REASON_EXECUTION_ERROR, JobRecord, JobStatus
 from qiskit_runtime_server.shared.settings import load_settings
 from qiskit_runtime_server.shared.store import JobStore
 from qiskit_runtime_server.worker.errors import ProgramError, plain_text
 from qiskit_runtime_server.worker.runner import JobCrashed, ProgramRunner
 from qiskit_runtime_server.worker.tasks import WorkerContext, run_job
-
 from tests.unit.test_memory_limit import sampler_request
 
 LONG_SHOTS = 10_000_000  # several seconds of sampling; killed long before it needs much memory

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from qiskit_runtime_server.shared.settings import Settings, _env_name
 
 from qiskit_runtime_server.cli import _parser
+from qiskit_runtime_server.shared.settings import Settings, _env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

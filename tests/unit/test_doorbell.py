@@ -6,6 +6,7 @@ import asyncio
 
 import fakeredis
 import pytest
+
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.queue import connect, enqueue_run
 from qiskit_runtime_server.worker.doorbell import Doorbell

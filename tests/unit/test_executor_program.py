@@ -19,6 +19,7 @@ from qiskit_ibm_runtime.decoders.defaults import DEFAULT_DECODERS
 from qiskit_ibm_runtime.executor_sampler.prepare import prepare
 from qiskit_ibm_runtime.options_models import ExecutorOptions, SamplerOptions
 from qiskit_ibm_runtime.quantum_program.params_converters import QUANTUM_PROGRAM_PARAMS_CONVERTERS
+
 from qiskit_runtime_server.worker.engines.aer import engine_for
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import Defaults, ExecutionRequest

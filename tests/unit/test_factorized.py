@@ -20,6 +20,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, depolarizing_error
 from qiskit_aer.noise.passes import LocalNoisePass
+
 from qiskit_runtime_server.worker.engines.aer import AerEngine, backend_noise_model
 from qiskit_runtime_server.worker.engines.partition import independent_components, noise_is_local
 from qiskit_runtime_server.worker.engines.single_qubit import (

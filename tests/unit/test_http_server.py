@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
+
 from qiskit_runtime_server.api.app import create_app
 from qiskit_runtime_server.api.server import server_config
 from qiskit_runtime_server.shared.settings import load_settings
-
 from tests.conftest import free_port
 
 LIMITS = {

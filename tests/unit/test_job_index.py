@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 
 import fakeredis
 import pytest
+from redis.asyncio import Redis
+
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.job_index import JobQuery
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
 from qiskit_runtime_server.shared.store import JobStore
-from redis.asyncio import Redis
 
 INSTANCE = "crn:v1:test:a/acct:one::"
 OTHER = "crn:v1:test:a/acct:two::"

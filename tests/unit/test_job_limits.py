@@ -14,6 +14,7 @@ import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 from qiskit_ibm_runtime import RuntimeEncoder
+
 from qiskit_runtime_server.shared.job_limits import DecodedTooLarge, JobLimitExceeded, JobLimits, check_params
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import ExecutionRequest

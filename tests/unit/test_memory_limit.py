@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit_ibm_runtime import RuntimeEncoder
+
 from qiskit_runtime_server.shared.job_limits import JobLimits
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import Defaults, ExecutionRequest

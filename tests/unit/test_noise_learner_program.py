@@ -16,6 +16,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import BoxOp, CircuitInstruction, QuantumRegister
 from qiskit.quantum_info import Operator, Pauli, PauliLindbladMap, SuperOp
 from qiskit_aer.noise import NoiseModel, ReadoutError, pauli_error
+
 from qiskit_runtime_server.worker.engines.aer import engine_for
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import Defaults

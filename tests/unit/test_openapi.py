@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+
 from qiskit_runtime_server.api.app import create_app
 from qiskit_runtime_server.api.openapi import OPERATIONS, mounted_operations
 from qiskit_runtime_server.shared.settings import load_settings

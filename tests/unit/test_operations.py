@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from arq.constants import in_progress_key_prefix
+
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.logs import ContextFilter, JsonFormatter, job_id_var
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
@@ -23,7 +24,6 @@ from qiskit_runtime_server.shared.settings import load_settings
 from qiskit_runtime_server.shared.store import JobStore
 from qiskit_runtime_server.worker.heartbeat import Heartbeat
 from qiskit_runtime_server.worker.leases import LeaseKeeper
-
 from tests.unit.conftest import in_process_api
 
 
@@ -147,6 +147,7 @@ def test_gpu_worker_without_a_gpu_stops_at_start_up() -> None:
 
 async def test_sweep_requeues_jobs_that_arq_lost(pool) -> None:  # type: ignore[no-untyped-def]
     from arq.constants import job_key_prefix
+
     from qiskit_runtime_server.shared.queue import enqueue_run
     from qiskit_runtime_server.worker.recovery import requeue_orphans
 

@@ -17,6 +17,9 @@ import httpx
 import msgspec
 import pytest
 import yaml
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from qiskit_runtime_server.shared import job_index, keys
 from qiskit_runtime_server.shared.job_index import JobQuery
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
@@ -24,9 +27,6 @@ from qiskit_runtime_server.shared.queue import connect
 from qiskit_runtime_server.shared.sessions import SessionRecord, SessionStore
 from qiskit_runtime_server.shared.settings import DEFAULT_INSTANCE, load_settings
 from qiskit_runtime_server.shared.store import USAGE_TTL, JobStore, usage_period
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from tests.conftest import free_port
 from tests.unit.conftest import in_process_api
 

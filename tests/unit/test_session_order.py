@@ -7,6 +7,7 @@ import time
 
 import fakeredis
 import pytest
+
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
 from qiskit_runtime_server.shared.sessions import BATCH, DEDICATED, SessionRecord, SessionStore
 from qiskit_runtime_server.shared.store import JobStore

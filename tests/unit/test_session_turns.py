@@ -14,7 +14,6 @@ from qiskit_runtime_server.shared.sessions import DEDICATED, SessionRecord, Sess
 from qiskit_runtime_server.shared.settings import load_settings
 from qiskit_runtime_server.shared.store import JobStore
 from qiskit_runtime_server.worker.app import build_worker
-
 from tests.unit.test_memory_limit import sampler_request
 
 INSTANCE = "crn:v1:test:a/acct:one::"

@@ -6,6 +6,7 @@ import time
 
 import fakeredis
 import msgspec
+
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
 from qiskit_runtime_server.shared.sessions import (
     BATCH,

@@ -15,14 +15,14 @@ from typing import Any
 import httpx
 import pytest
 from arq.connections import ArqRedis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from qiskit_runtime_server.shared import job_index, keys
 from qiskit_runtime_server.shared.models import JobStatus
 from qiskit_runtime_server.shared.queue import connect
 from qiskit_runtime_server.shared.settings import DEFAULT_INSTANCE
 from qiskit_runtime_server.worker.recovery import requeue_orphans
-from redis.asyncio.client import Pipeline
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from tests.unit.conftest import in_process_api
 
 VICTIM = DEFAULT_INSTANCE

@@ -31,6 +31,7 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, QuantumError
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
+
 from qiskit_runtime_server.worker.engines.compaction import (
     Instruction,
     compact_circuit,

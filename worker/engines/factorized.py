@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 from qiskit.circuit import Parameter, QuantumCircuit
+
 from qiskit_runtime_server.worker.engines.compaction import active_qubits
 from qiskit_runtime_server.worker.engines.partition import Component, independent_components
 from qiskit_runtime_server.worker.engines.single_qubit import (

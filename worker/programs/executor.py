@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
+
 from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
 from qiskit_runtime_server.worker.engines.base import SimulationEngine
 from qiskit_runtime_server.worker.errors import ProgramError

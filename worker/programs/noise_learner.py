@@ -63,6 +63,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import CircuitInstruction, QuantumRegister
 from qiskit.quantum_info import Pauli, SuperOp
 from qiskit_aer.noise import NoiseModel, QuantumError
+
 from qiskit_runtime_server.worker.engines.aer import backend_noise_model, fake_backend
 from qiskit_runtime_server.worker.engines.base import SimulationEngine
 from qiskit_runtime_server.worker.errors import ProgramError

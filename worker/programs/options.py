@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qiskit_aer.noise import NoiseModel
+
 from qiskit_runtime_server.worker.errors import ProgramError
 
 # Largest ignored value (characters of its repr, items of a list) copied into the result metadata.

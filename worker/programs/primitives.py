@@ -20,6 +20,7 @@ from qiskit import QuantumCircuit
 from qiskit.primitives import PrimitiveResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
+
 from qiskit_runtime_server.worker.engines.base import SimulationEngine
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import Defaults

@@ -21,6 +21,7 @@ from qiskit.primitives import PrimitiveResult, SamplerPubResult
 from qiskit.primitives.containers import BitArray, DataBin
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
+
 from qiskit_runtime_server.shared.backends import ServedBackend, default_catalog
 from qiskit_runtime_server.shared.errors import NotFound
 from qiskit_runtime_server.worker.engines.base import SimulationEngine
