@@ -7,6 +7,7 @@ import time
 from starlette.requests import Request
 
 from qiskit_runtime_server.api.auth import Principal
+from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared.errors import Conflict, Forbidden, InvalidRequest, SessionNotFound
 from qiskit_runtime_server.shared.models import JobSubmission
 from qiskit_runtime_server.shared.sessions import state_of
@@ -20,10 +21,10 @@ async def check_usage_limit(request: Request, instance: str) -> None:
         Forbidden: the hard limit is reached (403; the client warns beforehand from
             ``usage_limit_reached`` of ``GET /instances/usage``).
     """
-    limit = request.state.access.usage_limit(instance)
+    limit = app_state(request)["access"].usage_limit(instance)
     if limit is None:
         return
-    consumed = await request.state.store.usage_seconds(instance, usage_period(time.time()))
+    consumed = await app_state(request)["store"].usage_seconds(instance, usage_period(time.time()))
     if consumed >= limit:
         raise Forbidden(
             f"Instance {instance} has reached its usage limit of {limit:g} seconds for this period "
@@ -41,7 +42,7 @@ async def check_session(request: Request, principal: Principal, submission: JobS
     """
     if not submission.session_id:
         return
-    found = await request.state.sessions.refresh(submission.session_id)
+    found = await app_state(request)["sessions"].refresh(submission.session_id)
     if found is None or found[0].instance != principal.instance:
         raise SessionNotFound(submission.session_id)
     record, act = found
@@ -50,7 +51,7 @@ async def check_session(request: Request, principal: Principal, submission: JobS
     if not record.accepting_jobs:
         raise Conflict(f"Session {record.id} is not accepting jobs.")
     # Any name of the session's device will do, its mock too (dry runs in a session).
-    if submission.backend and not request.state.catalog.same_device(submission.backend, record.backend):
+    if submission.backend and not app_state(request)["catalog"].same_device(submission.backend, record.backend):
         raise InvalidRequest(
             f"Session {record.id} runs on backend {record.backend}; the job asks for {submission.backend}."
         )
@@ -67,4 +68,4 @@ async def admit(request: Request, principal: Principal, submission: JobSubmissio
     await check_session(request, principal, submission)
     if not submission.session_id:
         return None
-    return request.state.sessions.job_guard(submission.session_id)
+    return app_state(request)["sessions"].job_guard(submission.session_id)

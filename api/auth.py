@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from qiskit_runtime_server.api.body import read_limited
 from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared.errors import Forbidden, InvalidRequest, NotAuthorized
 
 PLAN_ID = "qiskit-runtime-server-plan"
@@ -48,15 +49,15 @@ async def issue_token(request: Request) -> Response:
         InvalidRequest: no ``apikey`` in the form body (400).
         PayloadTooLarge: a body over ``QRS_MAX_SMALL_BODY_BYTES`` (413); nothing more is read.
     """
-    body = await read_limited(request, request.state.settings.max_small_body_bytes)
+    body = await read_limited(request, app_state(request)["settings"].max_small_body_bytes)
     form = parse_qs(body.decode("utf-8", "replace"))
     api_key = (form.get("apikey") or [""])[0]
-    if not api_key or not request.state.access.knows(key_id(api_key)):
+    if not api_key or not app_state(request)["access"].knows(key_id(api_key)):
         raise InvalidRequest("Provided API key could not be found.")
-    settings = request.state.settings
+    settings = app_state(request)["settings"]
     now = int(time.time())
     claims = {"sub": key_id(api_key), "iam_id": key_id(api_key), "iat": now, "exp": now + settings.token_ttl}
-    token = jwt.encode(claims, request.state.jwt_secret, algorithm="HS256")
+    token = jwt.encode(claims, app_state(request)["jwt_secret"], algorithm="HS256")
     return MsgspecResponse(
         {
             "access_token": token,
@@ -72,8 +73,8 @@ async def issue_token(request: Request) -> Response:
 async def search_resources(request: Request) -> Response:
     """``POST /search/v3/resources/search``: one item per instance the caller may use."""
     user = principal_user(request)
-    settings = request.state.settings
-    allowed = request.state.access.instances(user)
+    settings = app_state(request)["settings"]
+    allowed = app_state(request)["access"].instances(user)
     crns = [settings.instance] if allowed is None else sorted(allowed)
     items = [
         {
@@ -110,9 +111,9 @@ def principal_user(request: Request) -> str:
     scheme, _, credential = header.partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer" and credential:
-        return _verified_subject(credential, request.state.jwt_secret)
+        return _verified_subject(credential, app_state(request)["jwt_secret"])
     if scheme == "apikey" and credential:
-        if not request.state.access.knows(key_id(credential)):
+        if not app_state(request)["access"].knows(key_id(credential)):
             raise NotAuthorized("The API key is not valid.")
         return key_id(credential)
     raise NotAuthorized("Missing or malformed Authorization header.")
@@ -152,7 +153,7 @@ def authenticate(request: Request) -> Principal:
         Forbidden: access control is on and the key may not use that instance (403).
     """
     user = principal_user(request)
-    instance = request.headers.get("service-crn") or request.state.settings.instance
-    if not request.state.access.allows(user, instance):
+    instance = request.headers.get("service-crn") or app_state(request)["settings"].instance
+    if not app_state(request)["access"].allows(user, instance):
         raise Forbidden(f"The API key is not authorized for instance {instance}.")
     return Principal(user=user, instance=instance)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.requests import ClientDisconnect, Request
 
+from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
 T = TypeVar("T")
@@ -42,7 +43,7 @@ async def read_limited(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(request.state.settings.body_timeout):
+        async with asyncio.timeout(app_state(request)["settings"].body_timeout):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:

@@ -1,10 +1,11 @@
-"""What the lifespan builds once and every handler reads from ``request.state``."""
+"""What the lifespan builds once, and :func:`app_state`, the typed way handlers read it."""
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from arq.connections import ArqRedis
+from starlette.requests import HTTPConnection
 
 from qiskit_runtime_server.api.access import AccessPolicy
 from qiskit_runtime_server.api.finished import FinishedJobs
@@ -15,6 +16,8 @@ from qiskit_runtime_server.shared.store import JobStore
 
 
 class AppState(TypedDict):
+    """The lifespan state: one of each per API process, shared by every request."""
+
     settings: Settings
     pool: ArqRedis
     store: JobStore
@@ -23,3 +26,13 @@ class AppState(TypedDict):
     finished: FinishedJobs
     access: AccessPolicy
     sessions: SessionStore
+
+
+
+def app_state(connection: HTTPConnection) -> AppState:
+    """The lifespan's :class:`AppState` for a request or WebSocket connection.
+
+    Starlette copies the lifespan's state into every connection's scope; ``request.state``
+    exposes it untyped, this gives it its type.
+    """
+    return cast(AppState, connection.scope["state"])

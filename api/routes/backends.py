@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse
+from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.backends import ServedBackend
 from qiskit_runtime_server.shared.errors import InvalidRequest, NotFound
@@ -27,10 +28,10 @@ async def list_backends(request: Request) -> Response:
     Mock devices (``"class": "mock"``) only with ``include_mocks=true``, as on IBM.
     """
     authenticate(request)
-    catalog = request.state.catalog
+    catalog = app_state(request)["catalog"]
     names = catalog.names(include_mocks=_bool_param(request.query_params.get("include_mocks")))
     everything = catalog.names(include_mocks=True)
-    async with request.state.store.redis.pipeline(transaction=False) as pipe:
+    async with app_state(request)["store"].redis.pipeline(transaction=False) as pipe:
         for name in everything:
             pipe.scard(keys.pending(name))
         counts = dict(zip(everything, await pipe.execute(), strict=True))
@@ -44,7 +45,7 @@ def _served(request: Request) -> ServedBackend:
     Raises:
         BackendNotFound, CalibrationNotFound: 404 (the client then raises ``QiskitBackendNotFoundError``).
     """
-    backend: ServedBackend = request.state.catalog.get(request.path_params["name"])
+    backend: ServedBackend = app_state(request)["catalog"].get(request.path_params["name"])
     backend.check_calibration(request.query_params.get("calibration_id"))
     return backend
 
@@ -81,11 +82,11 @@ async def status(request: Request) -> Response:
     jobs of the device under all its names."""
     authenticate(request)
     name = request.path_params["name"]
-    catalog = request.state.catalog
+    catalog = app_state(request)["catalog"]
     backend = catalog.get(name)
     queue = 0
     for other in catalog.same_queue(name):
-        queue += await request.state.store.pending_count(other)
+        queue += await app_state(request)["store"].pending_count(other)
     return MsgspecResponse(
         {
             "state": True,
@@ -101,7 +102,7 @@ async def defaults(request: Request) -> Response:
     """``GET /backends/{name}/defaults``: fake backends carry no pulse defaults."""
     authenticate(request)
     name = request.path_params["name"]
-    request.state.catalog.get(name)
+    app_state(request)["catalog"].get(name)
     raise NotFound(f"Backend {name} has no pulse defaults.")
 
 

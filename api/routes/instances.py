@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from qiskit_runtime_server.api.auth import PLAN_ID, authenticate
 from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared.store import usage_period
 
 
@@ -24,8 +25,8 @@ async def usage(request: Request) -> Response:
     principal = authenticate(request)
     now = time.time()
     period = usage_period(now)
-    consumed = await request.state.store.usage_seconds(principal.instance, period)
-    limit = request.state.access.usage_limit(principal.instance)
+    consumed = await app_state(request)["store"].usage_seconds(principal.instance, period)
+    limit = app_state(request)["access"].usage_limit(principal.instance)
     year, month = (int(x) for x in period.split("-"))
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year, month, calendar.monthrange(year, month)[1], 23, 59, 59, tzinfo=UTC)

@@ -13,6 +13,7 @@ from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.body import decode_json, read_limited
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.routes.jobs import MAX_TAG_LENGTH, MAX_TAGS, load_job
+from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared.errors import Conflict, InvalidRequest, JobNotFound
 from qiskit_runtime_server.shared.job_index import JobQuery
 from qiskit_runtime_server.shared.models import TagsUpdate, iso, job_view
@@ -98,7 +99,7 @@ async def list_jobs(request: Request) -> Response:
     """
     principal = authenticate(request)
     query = parse_query(request, principal.instance)
-    records, count = await request.state.store.find(query)
+    records, count = await app_state(request)["store"].find(query)
     return MsgspecResponse({"jobs": [job_view(r) for r in records], "count": count, "limit": query.limit})
 
 
@@ -109,19 +110,19 @@ async def cancel_job(request: Request) -> Response:
     ``RuntimeInvalidStateError``), 404 when unknown.
     """
     record = await load_job(request)
-    cancelled = await request.state.store.cancel(record.id)
+    cancelled = await app_state(request)["store"].cancel(record.id)
     if cancelled is None:
-        current = await request.state.store.get(record.id)
+        current = await app_state(request)["store"].get(record.id)
         status = current.status.value if current else "deleted"
         raise Conflict(f"Job {record.id} cannot be cancelled: it is already {status}.")
-    await request.state.store.log(record.id, f"{iso(cancelled.finished)} INFO job cancelled by the user")
+    await app_state(request)["store"].log(record.id, f"{iso(cancelled.finished)} INFO job cancelled by the user")
     return Response(status_code=204)
 
 
 async def delete_job(request: Request) -> Response:
     """``DELETE /jobs/{id}``: stop the job if needed, then remove record, params, result and logs (204)."""
     record = await load_job(request)
-    store = request.state.store
+    store = app_state(request)["store"]
     if not record.status.final:
         # Cancel first: the worker running it stops when the record becomes final (or vanishes).
         await store.cancel(record.id, "Deleted by the user.")
@@ -137,7 +138,7 @@ async def replace_tags(request: Request) -> Response:
         InvalidRequest: not a list of 1 to 255 character strings, or more than 100 tags (400).
     """
     record = await load_job(request)
-    body = await read_limited(request, request.state.settings.max_small_body_bytes)
+    body = await read_limited(request, app_state(request)["settings"].max_small_body_bytes)
     update = decode_json(_decode_tags, body, "tags")
     tags = sorted(set(update.tags))
     if len(tags) > MAX_TAGS:
@@ -145,7 +146,7 @@ async def replace_tags(request: Request) -> Response:
     for tag in tags:
         if not tag or len(tag) > MAX_TAG_LENGTH:
             raise InvalidRequest(f"Tags must be 1 to {MAX_TAG_LENGTH} characters long.")
-    if await request.state.store.set_tags(record.id, tags) is None:
+    if await app_state(request)["store"].set_tags(record.id, tags) is None:
         raise JobNotFound(record.id)
     return Response(status_code=204)
 

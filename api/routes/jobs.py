@@ -16,6 +16,7 @@ from qiskit_runtime_server.api.admission import admit
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.body import decode_json, read_limited
 from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared.errors import InvalidRequest, JobNotFound, ProgramNotFound
 from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
 from qiskit_runtime_server.shared.job_limits import check_params
@@ -110,14 +111,14 @@ def _bool_param(value: str | None) -> bool:
 
 
 def _validate(submission: JobSubmission, request: Request) -> None:
-    settings = request.state.settings
+    settings = app_state(request)["settings"]
     if submission.program_id not in PROGRAMS:
         raise ProgramNotFound(submission.program_id)
     if not submission.backend:
         raise InvalidRequest("A backend is required: set the 'backend' field.")
     # The backend may be any served name (fake_*, IBM name, alias, mock_*); a calibration_id
     # must be the device's, else 404 as for an unknown backend.
-    request.state.catalog.get(submission.backend).check_calibration(submission.calibration_id)
+    app_state(request)["catalog"].get(submission.backend).check_calibration(submission.calibration_id)
     if not bytes(submission.params).strip(b" \t\r\n").startswith(b"{"):
         raise InvalidRequest("The 'params' field is required and must be a JSON object.")
     if submission.program_id == "executor":
@@ -144,7 +145,7 @@ async def create_job(request: Request) -> Response:
     malformed body, 413 for an oversize one.
     """
     principal = authenticate(request)
-    settings = request.state.settings
+    settings = app_state(request)["settings"]
     body = await read_limited(request, settings.max_params_bytes)
     submission = decode_json(_decode_submission, body, "job submission")
     _validate(submission, request)
@@ -166,21 +167,21 @@ async def create_job(request: Request) -> Response:
         private=bool(submission.private),
         runtime=submission.runtime or "",
         # The calibration the job runs with: the requested one, which can only be the device's.
-        calibration_id=request.state.catalog.get(submission.backend).calibration_id,
+        calibration_id=app_state(request)["catalog"].get(submission.backend).calibration_id,
         user=principal.user,
     )
-    store = request.state.store
+    store = app_state(request)["store"]
     # Record, indexes and arq queue entry in one transaction: a failure here leaves nothing
     # that could run after the client re-POSTs (it retries 5xx answers as new jobs).
     await store.create(record, bytes(submission.params), queue_name=settings.queue_name, guard=guard)
-    await ring_doorbell(request.state.pool, settings.queue_name)
+    await ring_doorbell(app_state(request)["pool"], settings.queue_name)
     answer: dict[str, object] = {"id": record.id, "backend": record.backend}
     if record.session_id:
         answer["session_id"] = record.session_id
     if record.private:
         answer["private"] = True
     # Retention housekeeping (at most once a minute) after the answer is sent, not before.
-    return MsgspecResponse(answer, background=BackgroundTask(request.state.sessions.housekeeping))
+    return MsgspecResponse(answer, background=BackgroundTask(app_state(request)["sessions"].housekeeping))
 
 
 async def load_job(request: Request) -> JobRecord:
@@ -191,7 +192,7 @@ async def load_job(request: Request) -> JobRecord:
     """
     principal = authenticate(request)
     job_id = request.path_params["job_id"]
-    record = await request.state.store.get(job_id)
+    record = await app_state(request)["store"].get(job_id)
     if record is None or record.instance != principal.instance:
         raise JobNotFound(job_id)
     return record
@@ -204,13 +205,13 @@ async def get_job(request: Request) -> Response:
     so the client's first poll (sent right after submission) usually sees the final state.
     """
     record = await load_job(request)
-    hold = request.state.settings.status_hold
+    hold = app_state(request)["settings"].status_hold
     if not record.status.final and hold > 0:
-        await request.state.finished.wait(record.id, hold)
-        record = await request.state.store.get(record.id) or record
+        await app_state(request)["finished"].wait(record.id, hold)
+        record = await app_state(request)["store"].get(record.id) or record
     params = None
     if not _bool_param(request.query_params.get("exclude_params")):
-        raw = await request.state.store.params(record.id)
+        raw = await app_state(request)["store"].params(record.id)
         params = msgspec.Raw(raw) if raw is not None else None
     return MsgspecResponse(job_view(record, params))
 
@@ -224,7 +225,7 @@ async def job_results(request: Request) -> Response:
     record = await load_job(request)
     if not record.status.final:
         raise JobNotFound(f"{record.id} results")
-    result = await request.state.store.result(record.id)
+    result = await app_state(request)["store"].result(record.id)
     if result is None:
         text = record.reason or ""
         return PlainTextResponse(text)
@@ -235,7 +236,7 @@ async def job_results(request: Request) -> Response:
 async def job_logs(request: Request) -> Response:
     """``GET /jobs/{id}/logs``: the worker's log lines for this job, as text."""
     record = await load_job(request)
-    lines = await request.state.store.logs(record.id)
+    lines = await app_state(request)["store"].logs(record.id)
     return PlainTextResponse("".join(line + "\n" for line in lines))
 
 

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from qiskit_runtime_server.api.metrics import render_metrics
 from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared import workers
 from qiskit_runtime_server.shared.models import iso
 
@@ -33,8 +34,8 @@ async def ready(request: Request) -> Response:
     live: list[workers.WorkerInfo] = []
     try:
         async with asyncio.timeout(READY_TIMEOUT):
-            await request.state.pool.ping()
-            live = await workers.live_workers(request.state.pool)
+            await app_state(request)["pool"].ping()
+            live = await workers.live_workers(app_state(request)["pool"])
     except (RedisError, OSError, TimeoutError) as exc:
         reasons.append(f"Redis is not reachable: {type(exc).__name__}")
     else:
@@ -48,7 +49,7 @@ async def ready(request: Request) -> Response:
 
 async def list_workers(request: Request) -> Response:
     """``GET /workers``: ``{"workers": [...]}``, every worker with a current heartbeat."""
-    live = await workers.live_workers(request.state.pool)
+    live = await workers.live_workers(app_state(request)["pool"])
     entries = [
         {
             "id": w.id,
@@ -69,7 +70,7 @@ async def list_workers(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus exposition of jobs, queues and workers."""
-    body = await render_metrics(request.state.pool, request.state.settings.queue_name)
+    body = await render_metrics(app_state(request)["pool"], app_state(request)["settings"].queue_name)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.body import decode_json, read_limited
 from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared.errors import InvalidRequest, SessionNotFound
 from qiskit_runtime_server.shared.sessions import (
     MODES,
@@ -35,7 +36,7 @@ async def _load(request: Request) -> SessionRecord:
     """
     principal = authenticate(request)
     session_id = request.path_params["session_id"]
-    found = await request.state.sessions.refresh(session_id)
+    found = await app_state(request)["sessions"].refresh(session_id)
     if found is None or found[0].instance != principal.instance:
         raise SessionNotFound(session_id)
     return found[0]
@@ -49,13 +50,13 @@ async def create_session(request: Request) -> Response:
         BackendNotFound: unknown backend (404).
     """
     principal = authenticate(request)
-    settings = request.state.settings
+    settings = app_state(request)["settings"]
     body = decode_json(_decode_create, await read_limited(request, settings.max_small_body_bytes), "session request")
     if body.mode not in MODES:
         raise InvalidRequest(f"mode must be one of {sorted(MODES)}, got {body.mode!r}.")
     if not body.backend:
         raise InvalidRequest("A backend is required: set the 'backend' field.")
-    request.state.catalog.get(body.backend)
+    app_state(request)["catalog"].get(body.backend)
     max_ttl = body.max_ttl if body.max_ttl is not None else settings.session_max_ttl
     if not 1 <= max_ttl <= settings.session_max_ttl:
         raise InvalidRequest(f"max_ttl must be between 1 and {settings.session_max_ttl} seconds.")
@@ -69,7 +70,7 @@ async def create_session(request: Request) -> Response:
         created=time.time(),
         user=principal.user,
     )
-    sessions = request.state.sessions
+    sessions = app_state(request)["sessions"]
     await sessions.create(record)
     found = await sessions.refresh(record.id)
     assert found is not None
@@ -81,7 +82,7 @@ async def create_session(request: Request) -> Response:
 async def get_session(request: Request) -> Response:
     """``GET /sessions/{id}``: IBM's session object, with its derived ``state``."""
     record = await _load(request)
-    found = await request.state.sessions.refresh(record.id)
+    found = await app_state(request)["sessions"].refresh(record.id)
     if found is None:
         raise SessionNotFound(record.id)
     return MsgspecResponse(session_view(found[0], found[1], time.time()))
@@ -94,16 +95,16 @@ async def update_session(request: Request) -> Response:
     compare-and-set on the stored record: a session closed meanwhile stays closed.
     """
     record = await _load(request)
-    limit = request.state.settings.max_small_body_bytes
+    limit = app_state(request)["settings"].max_small_body_bytes
     patch = decode_json(_decode_patch, await read_limited(request, limit), "session update")
-    await request.state.sessions.set_accepting(record, patch.accepting_jobs)
+    await app_state(request)["sessions"].set_accepting(record, patch.accepting_jobs)
     return Response(status_code=204)
 
 
 async def close_session(request: Request) -> Response:
     """``DELETE /sessions/{id}/close`` (``Session.cancel()``): close now, cancel queued jobs (204)."""
     record = await _load(request)
-    await request.state.sessions.close(record, reason="The session was cancelled.")
+    await app_state(request)["sessions"].close(record, reason="The session was cancelled.")
     return Response(status_code=204)
 
 
