@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 
@@ -105,7 +105,7 @@ class FakeBackendFiles:
 
     @cached_property
     def raw_configuration(self) -> dict[str, object]:
-        return msgspec.json.decode(self.conf_path.read_bytes())
+        return msgspec.json.decode(self.conf_path.read_bytes(), type=dict[str, object])
 
     @cached_property
     def raw_properties(self) -> dict[str, object] | None:
@@ -127,7 +127,7 @@ class FakeBackendFiles:
 
     @cached_property
     def num_qubits(self) -> int:
-        return int(self.raw_configuration.get("n_qubits", 0))  # type: ignore[call-overload]
+        return int(cast(int, self.raw_configuration.get("n_qubits", 0)))
 
     @cached_property
     def ibm_name(self) -> str | None:

@@ -14,9 +14,9 @@ makes it final; a live job's keys never expire. Index entries of expired jobs ar
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -114,14 +114,16 @@ class JobStore:
         return None if raw is None else _decode_record(raw)
 
     async def params(self, job_id: str) -> bytes | None:
-        return await self.redis.get(keys.job_params(job_id))
+        raw: bytes | None = await self.redis.get(keys.job_params(job_id))
+        return raw
 
     async def result(self, job_id: str) -> bytes | None:
-        return await self.redis.get(keys.job_result(job_id))
+        raw: bytes | None = await self.redis.get(keys.job_result(job_id))
+        return raw
 
     async def pending_count(self, backend: str) -> int:
         """Number of queued or running jobs on ``backend`` (``length_queue`` of /status)."""
-        return int(await self.redis.scard(keys.pending(backend)))
+        return int(await cast("Awaitable[int]", self.redis.scard(keys.pending(backend))))
 
     async def usage_seconds(self, instance: str, period: str) -> float:
         """Simulation seconds consumed by ``instance`` in ``period`` (``YYYY-MM``)."""
@@ -145,7 +147,7 @@ class JobStore:
             await self.redis.delete(key)
 
     async def logs(self, job_id: str) -> list[str]:
-        lines = await self.redis.lrange(keys.job_logs(job_id), 0, -1)
+        lines = await cast("Awaitable[list[bytes | str]]", self.redis.lrange(keys.job_logs(job_id), 0, -1))
         return [line.decode() if isinstance(line, bytes) else line for line in lines]
 
     async def _update(

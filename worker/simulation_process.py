@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import qiskit
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
@@ -29,7 +30,7 @@ PROGRAMS = {**PRIMITIVES, "executor": run_executor, "noise-learner": run_noise_l
 _PLAIN_JSON_PROGRAMS = frozenset({"executor"})
 
 
-def decode_params(raw: bytes, *, plain: bool = False) -> dict:
+def decode_params(raw: bytes, *, plain: bool = False) -> dict[str, Any]:
     """``params`` with the client's own ``RuntimeDecoder`` (circuits, arrays, noise models...).
 
     ``plain`` reads ordinary JSON instead, for programs whose params carry no type tags.

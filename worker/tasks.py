@@ -45,7 +45,7 @@ class WorkerContext(TypedDict):
     waiting_turn: NotRequired[bool]
 
 
-async def run_job(ctx: WorkerContext, job_id: str) -> str:  # type: ignore[misc]
+async def run_job(ctx: WorkerContext, job_id: str) -> str:
     """Run runtime job ``job_id`` and record its final state; returns that state's name.
 
     Raises:

@@ -128,7 +128,7 @@ class AerEngine:
         self._custatevec = self.device == "GPU"
 
     def num_qubits(self, backend_name: str) -> int:
-        return fake_backend(backend_name).num_qubits
+        return int(fake_backend(backend_name).num_qubits)
 
     def _new_simulator(self, noise_model: NoiseModel) -> AerSimulator:
         return AerSimulator(noise_model=noise_model, device=self.device, max_memory_mb=self.memory_limit_mb)
@@ -463,7 +463,7 @@ def estimate_memory(circuit: QuantumCircuit, method: str) -> float:
     if method == "stabilizer":
         return float(n * n)
     if method != "matrix_product_state":
-        return 16.0 * 2.0**n
+        return float(16.0 * 2.0**n)
     straddling = np.zeros(max(n - 1, 0))
     for instruction in circuit.data:
         if len(instruction.qubits) == 2 and instruction.operation.name != "barrier":

@@ -74,7 +74,7 @@ Instruction = tuple[str, tuple[int, ...]]
 ErrorTransform = Callable[[str, tuple[int, ...], QuantumError], QuantumError]
 
 
-class FrozenNoiseModel(NoiseModel):
+class FrozenNoiseModel(NoiseModel):  # type: ignore[misc]  # qiskit-aer ships no types
     """A ``NoiseModel`` that is never changed after it is built, so it serialises only once.
 
     Aer converts the noise model to a dict (and JSON) on every ``run``; for a cached model that

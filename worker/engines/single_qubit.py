@@ -43,7 +43,7 @@ def unitary_ptm(unitaries: np.ndarray) -> np.ndarray:
     """
     unitaries = unitaries[..., None, :, :]
     conjugated = unitaries @ _PAULIS @ np.conj(np.swapaxes(unitaries, -1, -2))
-    return 0.5 * np.einsum("iba,...jab->...ij", _PAULIS, conjugated).real
+    return np.asarray(0.5 * np.einsum("iba,...jab->...ij", _PAULIS, conjugated).real)
 
 
 def z_rotation_ptm(theta: np.ndarray) -> np.ndarray:
@@ -191,7 +191,7 @@ class SingleQubitProgram:
             branch = np.stack([np.searchsorted(cdf[n], draws[n], side="right") for n in range(self.bindings)])
         true = outcomes[branch]
         flip_to_one = self.readout[:, 1][true]
-        return rng.random(true.shape) < flip_to_one
+        return np.asarray(rng.random(true.shape) < flip_to_one)
 
 
 def _parameter_column(expression: Any, values: np.ndarray, columns: Mapping[Parameter, int]) -> np.ndarray | float:

@@ -271,7 +271,7 @@ def encode_result(decoded: DecodedProgram, runs: list[ItemRun]) -> bytes:
         passthrough_data=quantum_program.passthrough_data,
         semantic_role=quantum_program.semantic_role,
     )
-    return result.model_dump_json().encode()
+    return str(result.model_dump_json()).encode()
 
 
 @for_served_backend

@@ -459,7 +459,7 @@ def find_layers(circuits: Sequence[QuantumCircuit], strategy: str) -> list[_Laye
     manager = generate_boxing_pass_manager(
         enable_gates=True,
         enable_measures=False,
-        twirling_strategy=_STRATEGIES[strategy],  # type: ignore[arg-type]
+        twirling_strategy=_STRATEGIES[strategy],
     )
     layers: dict[tuple[Any, ...], _Layer] = {}
     for circuit in circuits:
