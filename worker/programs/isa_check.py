@@ -20,8 +20,10 @@ import math
 from functools import cache
 
 from qiskit import QuantumCircuit
-from qiskit.circuit import ControlFlowOp, ParameterExpression, Qubit
+from qiskit.circuit import CONTROL_FLOW_OP_NAMES, ControlFlowOp, ParameterExpression, Qubit
+from qiskit.converters import circuit_to_dag
 from qiskit.transpiler import Target
+from qiskit.transpiler.passes import GatesInBasis
 
 from worker.errors import ProgramError
 
@@ -58,10 +60,32 @@ def isa_violation(circuit: QuantumCircuit, target: Target) -> str:
     """
     if circuit.num_qubits > target.num_qubits:
         return f"The circuit has {circuit.num_qubits} qubits but the target system requires {target.num_qubits} qubits."
-    return _violation(circuit, target, {qubit: index for index, qubit in enumerate(circuit.qubits)})
+    if _plainly_isa(circuit, target):
+        return ""
+    qubit_map = {qubit: index for index, qubit in enumerate(circuit.qubits)}
+    return _violation(circuit, target, qubit_map, set())
 
 
-def _violation(circuit: QuantumCircuit, target: Target, qubit_map: dict[Qubit, int]) -> str:
+def _plainly_isa(circuit: QuantumCircuit, target: Target) -> bool:
+    """Whether a circuit without control flow or ``rzz`` passes Qiskit's ``GatesInBasis`` (Rust).
+
+    The fast path for the common, valid case: 0.08 s instead of 0.9 s for a 127-qubit circuit of
+    269,000 instructions. ``False`` sends the circuit to the instruction walk, which finds the
+    reason (or accepts what ``GatesInBasis`` does not know, like ``store``).
+    """
+    names = circuit.count_ops()
+    if "rzz" in names or any(name in CONTROL_FLOW_OP_NAMES for name in names):
+        return False
+    check = GatesInBasis(target=target)
+    check.run(circuit_to_dag(circuit, copy_operations=False))
+    return bool(check.property_set["all_gates_in_basis"])
+
+
+def _violation(
+    circuit: QuantumCircuit, target: Target, qubit_map: dict[Qubit, int], supported: set[tuple[str, tuple[int, ...]]]
+) -> str:
+    """The first violation in ``circuit``; ``supported`` memoizes the (name, qubits) already
+    accepted, since ``Target.instruction_supported`` dominates the cost of a large circuit."""
     for instruction in circuit.data:
         operation = instruction.operation
         name = operation.name
@@ -72,11 +96,13 @@ def _violation(circuit: QuantumCircuit, target: Target, qubit_map: dict[Qubit, i
                 return f"The instruction {name} on qubits {qargs} is not supported by the target system."
             for block in operation.blocks:
                 inner = {inner: qubit_map[outer] for outer, inner in zip(instruction.qubits, block.qubits, strict=True)}
-                if reason := _violation(block, target, inner):
+                if reason := _violation(block, target, inner, supported):
                     return reason
             continue
-        if name not in _ALWAYS_ALLOWED and not target.instruction_supported(name, qargs):
-            return f"The instruction {name} on qubits {qargs} is not supported by the target system."
+        if name not in _ALWAYS_ALLOWED and (name, qargs) not in supported:
+            if not target.instruction_supported(name, qargs):
+                return f"The instruction {name} on qubits {qargs} is not supported by the target system."
+            supported.add((name, qargs))
         if name == "rzz":
             angle = operation.params[0]
             if not isinstance(angle, ParameterExpression) and not 0.0 <= angle <= math.pi / 2 + _RZZ_TOLERANCE:
