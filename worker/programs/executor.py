@@ -29,6 +29,7 @@ from shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
 from worker.errors import ProgramError
 from worker.executors.base import Executor
 from worker.jobspec import Defaults
+from worker.programs.isa_check import check_isa
 from worker.programs.primitives import ProgramOutput
 from worker.programs.served import for_served_backend
 
@@ -301,6 +302,7 @@ def run_executor(params: dict[str, Any], backend: str, executor: Executor, defau
                 f"Item {index}: the circuit has {item.circuit.num_qubits} qubits, more than the "
                 f"{width} qubits of the backend."
             )
+        check_isa(item.circuit, backend, f"Item {index}")
     choices = simulation_choices(decoded)
     rng = np.random.default_rng(choices.seed)
     runs = [
