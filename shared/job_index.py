@@ -34,6 +34,14 @@ from qiskit_runtime_server.shared.models import JobRecord
 
 PENDING = "pending"
 FINAL = "final"
+# Every mock device name starts so (shared/backends.py: the client's dry_run rule, and aliases
+# may not start so), which lets the index tell a dry run from its record alone.
+MOCK_PREFIX = "mock_"
+
+
+def _mocks_key(instance: str) -> str:
+    """The instance's index of jobs on mock devices."""
+    return keys.job_filter(instance, "class", "mock")
 
 
 class JobQuery(msgspec.Struct, kw_only=True, frozen=True):
@@ -50,6 +58,8 @@ class JobQuery(msgspec.Struct, kw_only=True, frozen=True):
     created_after: float | None = None
     created_before: float | None = None
     ascending: bool = False
+    # Jobs on mock devices (dry runs) are listed only on request, as IBM lists them.
+    include_mocks: bool = False
 
 
 def _filter_keys(record: JobRecord) -> list[str]:
@@ -63,6 +73,8 @@ def _filter_keys(record: JobRecord) -> list[str]:
     out += [keys.job_filter(inst, "tag", tag) for tag in record.tags]
     if record.session_id:
         out.append(keys.job_filter(inst, "session", record.session_id))
+    if record.backend.startswith(MOCK_PREFIX):
+        out.append(_mocks_key(inst))
     return out
 
 
@@ -121,11 +133,26 @@ def query_keys(query: JobQuery) -> list[str]:
     return sets or [keys.instance_jobs(inst)]
 
 
+def _hides_mocks(query: JobQuery) -> bool:
+    """Whether mock jobs are left out: unless ``include_mocks`` or the backend filter is a mock."""
+    return not query.include_mocks and not (query.backend or "").startswith(MOCK_PREFIX)
+
+
 async def find(redis: Redis, query: JobQuery) -> tuple[list[str], int]:
-    """The page of job ids matching ``query`` (newest first unless ``ascending``) and the total count."""
+    """The page of job ids matching ``query`` (newest first unless ``ascending``) and the total count.
+
+    Jobs on mock devices are left out unless ``query.include_mocks`` (the client's
+    ``service.jobs(include_mocks=True)``) or the backend filter names a mock device. Leaving them
+    out costs a ``ZDIFFSTORE`` (linear in the matching set) only for an instance that has mock
+    jobs stored; the others keep the O(log N + page) path.
+    """
     sets = query_keys(query)
+    mocks = _mocks_key(query.instance) if _hides_mocks(query) else None
+    # A mock job indexed between this check and the listing may show once in it: harmless.
+    if mocks is not None and not await redis.exists(mocks):
+        mocks = None
     scratch = None
-    if len(sets) == 1:
+    if len(sets) == 1 and mocks is None:
         key = sets[0]
     else:
         scratch = key = keys.listing_scratch(uuid.uuid4().hex)
@@ -134,7 +161,11 @@ async def find(redis: Redis, query: JobQuery) -> tuple[list[str], int]:
     async with redis.pipeline(transaction=True) as pipe:
         if scratch is not None:
             # MAX keeps the creation time: every set scores a job by the same value.
-            pipe.zinterstore(scratch, sets, aggregate="MAX")
+            if len(sets) > 1:
+                pipe.zinterstore(scratch, sets, aggregate="MAX")
+            if mocks is not None:
+                # ZDIFFSTORE keeps the first set's scores: the creation times.
+                pipe.zdiffstore(scratch, [scratch if len(sets) > 1 else sets[0], mocks])
         pipe.zcount(key, low, high)
         if query.ascending:
             pipe.zrangebyscore(key, low, high, start=query.offset, num=query.limit)
@@ -143,7 +174,8 @@ async def find(redis: Redis, query: JobQuery) -> tuple[list[str], int]:
         if scratch is not None:
             pipe.delete(scratch)
         replies = await pipe.execute()
-    offset = 1 if scratch is not None else 0
+    # Replies of the ZINTERSTORE/ZDIFFSTORE queued before ZCOUNT.
+    offset = int(len(sets) > 1) + int(mocks is not None) if scratch is not None else 0
     count, ids = replies[offset], replies[offset + 1]
     return [i.decode() if isinstance(i, bytes) else i for i in ids], int(count)
 

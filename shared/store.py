@@ -9,6 +9,9 @@ Retention: a job that becomes final gets a time to live of ``retention`` seconds
 (``QRS_JOB_RETENTION``) on its record, params, result and logs, set in the transaction that
 makes it final; a live job's keys never expire. Index entries of expired jobs are trimmed by
 :func:`shared.job_index.trim`; usage counters expire ``USAGE_TTL`` after their last write.
+
+Private jobs (``EnvironmentOptions.private``): the params are deleted in the transaction that
+makes the job final, the result when it is first read (:meth:`JobStore.take_result`).
 """
 
 from __future__ import annotations
@@ -121,6 +124,15 @@ class JobStore:
         raw: bytes | None = await self.redis.get(keys.job_result(job_id))
         return raw
 
+    async def take_result(self, job_id: str) -> bytes | None:
+        """Read and delete the job's result in one atomic step (``GETDEL``): a ``private`` job's
+        result is handed out once (``EnvironmentOptions.private``). ``None`` when it is gone.
+
+        Two concurrent reads cannot both get it: Redis runs ``GETDEL`` as one command.
+        """
+        raw: bytes | None = await self.redis.getdel(keys.job_result(job_id))
+        return raw
+
     async def pending_count(self, backend: str) -> int:
         """Number of queued or running jobs on ``backend`` (``length_queue`` of /status)."""
         return int(await cast("Awaitable[int]", self.redis.scard(keys.pending(backend))))
@@ -177,6 +189,9 @@ class JobStore:
                 pipe.ltrim(keys.job_logs(job_id), -MAX_LOG_LINES, -1)
             if new.status.final and not old.status.final:
                 pipe.srem(keys.pending(new.backend), job_id)
+                if new.private:
+                    # IBM deletes a private job's inputs once it is final.
+                    pipe.delete(keys.job_params(job_id))
                 stats.record_final(pipe, new)
                 if result is not None:
                     pipe.set(keys.job_result(job_id), result)

@@ -87,6 +87,7 @@ def parse_query(request: Request, instance: str) -> JobQuery:
         created_after=_widen(_time_param(request, "created_after"), -1),
         created_before=_widen(_time_param(request, "created_before"), +1),
         ascending=sort == "ASC",
+        include_mocks=bool(_bool_or_none(request, "include_mocks")),
     )
 
 
@@ -94,8 +95,10 @@ async def list_jobs(request: Request) -> Response:
     """``GET /jobs``: ``{"jobs": [...], "count": total}``, newest first unless ``sort=ASC``.
 
     ``count`` is the number of matches ignoring ``limit``/``offset``; the client pages on it.
-    Only the calling instance's jobs are listed. Params are never included (the client always
-    sends ``exclude_params=true``, and listing 1000 jobs with their circuits would be huge).
+    Only the calling instance's jobs are listed, and jobs on mock devices (dry runs) only with
+    ``include_mocks=true`` or a mock ``backend`` filter, as on IBM. Params are never included
+    (the client always sends ``exclude_params=true``, and listing 1000 jobs with their circuits
+    would be huge).
     """
     principal = authenticate(request)
     query = parse_query(request, principal.instance)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 
@@ -17,7 +18,7 @@ from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.body import decode_json, read_limited
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.state import app_state
-from qiskit_runtime_server.shared.errors import InvalidRequest, JobNotFound, ProgramNotFound
+from qiskit_runtime_server.shared.errors import InvalidRequest, JobNotFound, NotFound, ProgramNotFound
 from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
 from qiskit_runtime_server.shared.job_limits import check_params
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus, JobSubmission, job_view
@@ -38,6 +39,7 @@ class _PrimitiveParams(msgspec.Struct):
 
 
 _decode_primitive_params = msgspec.json.Decoder(_PrimitiveParams).decode
+_decode_pub_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
 class _ExecutorParams(msgspec.Struct):
@@ -98,6 +100,65 @@ def _validate_noise_learner_params(raw: msgspec.Raw) -> None:
         )
     if params.instructions is None:
         raise InvalidRequest("params.instructions is required with a schema_version.")
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_shots(value: object, where: str, max_shots: int) -> None:
+    if value is None or isinstance(value, dict):
+        return  # absent, or a RuntimeEncoder-typed value: the worker decodes and checks it
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidRequest(f"{where}: shots must be a positive integer, got {value!r}.")
+    if value > max_shots:
+        raise InvalidRequest(f"{where}: {value} shots requested, at most {max_shots} are allowed.")
+
+
+def _check_precision(value: object, where: str) -> None:
+    if value is None or isinstance(value, dict):
+        return
+    if not _is_number(value) or value <= 0:  # type: ignore[operator]
+        raise InvalidRequest(f"{where}: precision must be a positive number, got {value!r}.")
+
+
+def validate_pub_numbers(program_id: str, params: _PrimitiveParams, max_shots: int) -> None:
+    """Refuse shots and precisions IBM refuses, read from the plain JSON of sampler/estimator params.
+
+    Sampler PUBs are ``[circuit, parameter_values, shots]``, estimator PUBs ``[circuit,
+    observables, parameter_values, precision]`` (PROTOCOL.md §5.2); ``options.default_shots``
+    and ``options.default_precision`` are checked the same way. Shots must be integers in
+    ``1..max_shots`` (``QRS_MAX_SHOTS``), precisions finite numbers > 0 (a precision of 0 would
+    ask for infinitely many shots). Only the PUB element holding the number is decoded, never
+    the circuits, so this costs nothing for large PUBs and needs no qiskit.
+
+    Raises:
+        InvalidRequest: the first bad value, naming its PUB (400, IBM's error format).
+    """
+    options = params.options or {}
+    _check_shots(options.get("default_shots"), "options.default_shots", max_shots)
+    if program_id == "estimator":
+        _check_precision(options.get("default_precision"), "options.default_precision")
+    position = 2 if program_id == "sampler" else 3
+    for index, raw in enumerate(params.pubs):
+        if not bytes(raw).lstrip().startswith(b"["):
+            continue  # not a PUB list: the worker refuses it with the details
+        items = _decode_pub_items(raw)
+        if len(items) <= position:
+            continue
+        value = msgspec.json.decode(items[position])
+        if program_id == "sampler":
+            _check_shots(value, f"PUB {index}", max_shots)
+        else:
+            _check_precision(value, f"PUB {index}")
+
+
+class ResultsDeleted(NotFound):
+    """``GET /jobs/{id}/results`` of a private job whose result was already read (404)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"The results of private job {job_id} were already read and have been deleted: "
+            "a private job's results can be read only once."
+        )
 
 
 def new_job_id() -> str:
@@ -129,6 +190,7 @@ def _validate(submission: JobSubmission, request: Request) -> None:
         params = decode_json(_decode_primitive_params, submission.params, f"params for program {submission.program_id}")
         if not params.pubs:
             raise InvalidRequest("params.pubs must contain at least one PUB.")
+        validate_pub_numbers(submission.program_id, params, settings.max_shots)
     if len(submission.tags or []) > MAX_TAGS:
         raise InvalidRequest(f"A job can have at most {MAX_TAGS} tags.")
     for tag in submission.tags or []:
@@ -210,7 +272,8 @@ async def get_job(request: Request) -> Response:
         await app_state(request)["finished"].wait(record.id, hold)
         record = await app_state(request)["store"].get(record.id) or record
     params = None
-    if not _bool_param(request.query_params.get("exclude_params")):
+    # Private jobs never return their params (IBM omits them; the client's job.inputs is {}).
+    if not record.private and not _bool_param(request.query_params.get("exclude_params")):
         raw = await app_state(request)["store"].params(record.id)
         params = msgspec.Raw(raw) if raw is not None else None
     return MsgspecResponse(job_view(record, params))
@@ -220,12 +283,18 @@ async def job_results(request: Request) -> Response:
     """``GET /jobs/{id}/results``: the RuntimeEncoder text of the result.
 
     Failed and cancelled jobs answer 200 with their error text: the client reads it to build
-    its error message (PROTOCOL.md P9).
+    its error message (PROTOCOL.md P9). The result of a completed ``private`` job is handed out
+    once and deleted in the same step; a later read answers 404 (the client raises
+    ``RequestsApiError`` with this message).
     """
     record = await load_job(request)
     if not record.status.final:
         raise JobNotFound(f"{record.id} results")
-    result = await app_state(request)["store"].result(record.id)
+    store = app_state(request)["store"]
+    private = record.private and record.status == JobStatus.COMPLETED
+    result = await (store.take_result(record.id) if private else store.result(record.id))
+    if result is None and private:
+        raise ResultsDeleted(record.id)
     if result is None:
         text = record.reason or ""
         return PlainTextResponse(text)

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
+from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_ibm_runtime import QuantumProgram
 from qiskit_ibm_runtime.decoders.defaults import DEFAULT_DECODERS
 from qiskit_ibm_runtime.executor_sampler.prepare import prepare
+from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 from qiskit_ibm_runtime.options_models import ExecutorOptions, SamplerOptions
 from qiskit_ibm_runtime.quantum_program.params_converters import QUANTUM_PROGRAM_PARAMS_CONVERTERS
 
@@ -55,6 +57,8 @@ def sweep_program(shots: int = 200) -> QuantumProgram:
     qc.ry(theta, 0)
     qc.cx(0, 1)
     qc.measure_all()
+    # Items must be ISA for the backend, as on IBM (worker/programs/isa_check.py).
+    qc = generate_preset_pass_manager(backend=FakeManilaV2(), optimization_level=0, initial_layout=[0, 1]).run(qc)
     values = np.array([[0.0], [np.pi]])
     program = QuantumProgram(shots=shots)
     program.append_circuit_item(qc, circuit_arguments=values)

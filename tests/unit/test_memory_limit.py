@@ -18,7 +18,7 @@ from qiskit_runtime_server.worker.runner import ProgramRunner
 
 def sampler_request(job_id: str, shots: int) -> ExecutionRequest:
     qc = QuantumCircuit(5, 5)
-    qc.h(range(5))
+    qc.sx(range(5))  # uniform outcomes in fake_manila's own gates (PUBs must be ISA)
     qc.measure(range(5), range(5))
     params = {"pubs": [(qc, np.array([]), shots)], "options": {"simulator": {"seed_simulator": 1}}, "version": 2}
     return ExecutionRequest(

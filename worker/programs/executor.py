@@ -29,6 +29,7 @@ from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIO
 from qiskit_runtime_server.worker.engines.base import SimulationEngine
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import Defaults
+from qiskit_runtime_server.worker.programs.isa_check import check_isa
 from qiskit_runtime_server.worker.programs.primitives import ProgramOutput
 from qiskit_runtime_server.worker.programs.served import for_served_backend
 
@@ -301,6 +302,7 @@ def run_executor(params: dict[str, Any], backend: str, engine: SimulationEngine,
                 f"Item {index}: the circuit has {item.circuit.num_qubits} qubits, more than the "
                 f"{width} qubits of the backend."
             )
+        check_isa(item.circuit, backend, f"Item {index}")
     choices = simulation_choices(decoded)
     rng = np.random.default_rng(choices.seed)
     runs = [

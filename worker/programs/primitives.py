@@ -24,6 +24,7 @@ from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit_runtime_server.worker.engines.base import SimulationEngine
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import Defaults
+from qiskit_runtime_server.worker.programs.isa_check import check_isa
 from qiskit_runtime_server.worker.programs.options import SimulatorChoices, parse_options
 from qiskit_runtime_server.worker.programs.served import for_served_backend
 
@@ -125,6 +126,7 @@ def run_sampler(params: dict[str, Any], backend: str, engine: SimulationEngine, 
     pubs = []
     for i, item in enumerate(_pub_items(params)):
         circuit = _check_width(item[0], width, i)
+        check_isa(circuit, backend, f"PUB {i}")
         values = _parameter_values(circuit, item[1] if len(item) > 1 else None)
         pub_shots = item[2] if len(item) > 2 else None
         if pub_shots is not None and (not isinstance(pub_shots, int) or pub_shots < 1):
@@ -162,6 +164,7 @@ def run_estimator(params: dict[str, Any], backend: str, engine: SimulationEngine
         if len(item) < 2:
             raise ProgramError(f"PUB {i}: an estimator PUB needs a circuit and observables.")
         circuit = _check_width(item[0], width, i)
+        check_isa(circuit, backend, f"PUB {i}")
         values = _parameter_values(circuit, item[2] if len(item) > 2 else None)
         pub_precision = item[3] if len(item) > 3 else None
         try:
