@@ -1,0 +1,163 @@
+"""EstimatorV2's resilience options change the expectation values as on IBM (issue 11, item 7).
+
+The unmodified client runs EstimatorV2 against the embedded server on fake_kolkata (its noise
+model: readout errors, CX depolarising and relaxation errors). The circuit prepares a GHZ state
+and then applies pairs of CX that cancel, so the ideal values of ``<ZZI>`` and ``<XXX>`` are 1
+and every deviation is noise. Seeds are fixed, so each assertion is deterministic; the margins
+are still several standard deviations wide.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+from qiskit import QuantumCircuit
+from qiskit.quantum_info import SparsePauliOp
+from qiskit.transpiler import generate_preset_pass_manager
+
+pytestmark = pytest.mark.e2e
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="qiskit_ibm_runtime")
+
+BACKEND = "fake_kolkata"
+PRECISION = 0.03
+SEED = 11
+IDEAL = np.array([1.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def kolkata(embedded, monkeypatch_module):  # type: ignore[no-untyped-def]
+    for key in ("QISKIT_IBM_INSTANCE", "QISKIT_IBM_CHANNEL", "QISKIT_FUNCTIONS_EXPERIMENTAL"):
+        monkeypatch_module.delenv(key, raising=False)
+    for key, value in embedded.client_env().items():
+        monkeypatch_module.setenv(key, value)
+    from qiskit_ibm_runtime import QiskitRuntimeService
+
+    return QiskitRuntimeService().backend(BACKEND)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():  # type: ignore[no-untyped-def]
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def pub(kolkata):  # type: ignore[no-untyped-def]
+    qc = QuantumCircuit(3)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.cx(1, 2)
+    for _ in range(2):  # identities made of CX: more gate noise, same ideal state
+        qc.cx(1, 2)
+        qc.cx(0, 1)
+        qc.cx(0, 1)
+        qc.cx(1, 2)
+    isa = generate_preset_pass_manager(backend=kolkata, optimization_level=1, seed_transpiler=1).run(qc)
+    observables = [SparsePauliOp(label).apply_layout(isa.layout) for label in ("ZZI", "XXX")]
+    return (isa, observables)
+
+
+def run(backend: Any, pub: Any, **options: Any) -> Any:  # type: ignore[no-untyped-def]
+    from qiskit_ibm_runtime import EstimatorV2
+
+    options.setdefault("simulator", {"seed_simulator": SEED})
+    estimator = EstimatorV2(mode=backend, options=options)
+    return estimator.run([pub], precision=PRECISION).result(timeout=120)
+
+
+def error(result: Any) -> float:  # type: ignore[no-untyped-def]
+    return float(np.abs(np.asarray(result[0].data.evs) - IDEAL).sum())
+
+
+@pytest.fixture(scope="module")
+def unmitigated(kolkata, pub):  # type: ignore[no-untyped-def]
+    return run(kolkata, pub, resilience_level=0)
+
+
+def test_level_0_is_the_unmitigated_path(kolkata, pub, unmitigated) -> None:
+    # Mitigation and twirling switched off one by one on level 1 is the same plain path.
+    explicit = run(
+        kolkata,
+        pub,
+        resilience_level=1,
+        resilience={"measure_mitigation": False},
+        twirling={"enable_measure": False},
+    )
+    np.testing.assert_array_equal(explicit[0].data.evs, unmitigated[0].data.evs)
+    assert error(unmitigated) > 0.08  # the backend's noise is visible
+    assert unmitigated.metadata["resilience"] == {
+        "measure_mitigation": False,
+        "zne_mitigation": False,
+        "pec_mitigation": False,
+    }
+    assert unmitigated.metadata["twirling"]["enable_measure"] is False
+    assert unmitigated[0].metadata["num_randomizations"] == 1
+    assert "ignored_options" not in unmitigated.metadata
+
+
+def test_level_1_trex_removes_readout_bias(kolkata, pub, unmitigated) -> None:
+    result = run(kolkata, pub, resilience_level=1)
+    assert error(result) < 0.6 * error(unmitigated)
+    assert set(result[0].data) == {"evs", "stds", "ensemble_standard_error"}
+    assert result.metadata["resilience"]["measure_mitigation"] is True
+    assert result.metadata["resilience"]["measure_noise_learning"] == {"num_randomizations": "auto"}
+    assert result.metadata["twirling"]["enable_measure"] is True
+    # IBM's "auto" split: max(64, shots/32) shots per randomization.
+    assert result[0].metadata["num_randomizations"] == 18
+    assert result[0].metadata["shots"] == 18 * 64
+    assert result[0].metadata["target_precision"] == PRECISION
+
+
+def test_default_level_is_ibm_level_1(kolkata, pub) -> None:
+    result = run(kolkata, pub)
+    assert result.metadata["resilience_level"] == 1
+    assert result.metadata["resilience"]["measure_mitigation"] is True
+
+
+def test_level_2_zne_extrapolates_towards_ideal(kolkata, pub, unmitigated) -> None:
+    result = run(kolkata, pub, resilience_level=2)
+    assert error(result) < 0.6 * error(unmitigated)
+    data = result[0].data
+    assert data.evs_noise_factors.shape == (2, 3)
+    assert data.evs_extrapolated.shape == (2, 2, 4)  # 2 extrapolators at noise factors 0, 1, 3, 5
+    # Amplified noise lowers the raw values: ZNE really ran the folded circuits.
+    assert np.all(data.evs_noise_factors[:, 0] > data.evs_noise_factors[:, 2])
+    zne = result[0].metadata["resilience"]["zne"]
+    assert zne["noise_factors"] == [1.0, 3.0, 5.0]
+    assert zne["extrapolators"] == ["exponential", "linear"]
+    assert result.metadata["twirling"]["enable_gates"] is True
+    assert result.metadata["resilience"]["zne"]["amplifier"] == "gate_folding"
+
+
+def test_explicit_zne_options(kolkata, pub, unmitigated) -> None:
+    result = run(
+        kolkata,
+        pub,
+        resilience_level=1,  # TREX for the readout errors, which folding does not amplify
+        resilience={
+            "zne_mitigation": True,
+            "zne": {"noise_factors": [1, 3], "extrapolator": "linear", "amplifier": "gate_folding_back"},
+        },
+        twirling={"enable_gates": True, "num_randomizations": 8, "shots_per_randomization": 128},
+    )
+    data = result[0].data
+    assert data.evs_noise_factors.shape == (2, 2)
+    assert data.evs_extrapolated.shape == (2, 1, 3)
+    assert error(result) < 0.6 * error(unmitigated)
+    assert result[0].metadata["num_randomizations"] == 8
+    assert result[0].metadata["shots"] == 8 * 128
+    assert result[0].metadata["resilience"]["zne"]["noise_factors"] == [1.0, 3.0]
+    assert result.metadata["resilience"]["zne"]["amplifier"] == "gate_folding_back"
+
+
+def test_pec_removes_most_bias(kolkata, pub, unmitigated) -> None:
+    result = run(kolkata, pub, resilience={"pec_mitigation": True, "layer_noise_learning": {"max_layers_to_learn": 2}})
+    assert error(result) < 0.6 * error(unmitigated)
+    assert result.metadata["resilience"]["pec_mitigation"] is True
+    assert result.metadata["resilience"]["pec"] == {"max_overhead": 100, "noise_gain": "auto"}
+    # The learning stage cannot apply (the noise is known exactly): reported, not dropped.
+    assert result.metadata["ignored_options"]["resilience"] == {"layer_noise_learning": {"max_layers_to_learn": 2}}
