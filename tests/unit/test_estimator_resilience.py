@@ -75,3 +75,33 @@ def test_layer_map_indexes_the_box_qubits() -> None:
     supports = {tuple(sorted(indices)) for _, indices, _ in model.to_sparse_list()}
     assert supports <= {(1,), (2,), (1, 2)}
     assert len(supports) == 3
+
+
+def test_gate_folding_front_and_back_fold_different_gates() -> None:
+    from qiskit.transpiler import generate_preset_pass_manager
+
+    from worker.executors.aer import fake_backend
+
+    backend = fake_backend("fake_kolkata")
+    qc = QuantumCircuit(3)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.cx(1, 2)
+    for pair in ((1, 2), (0, 1), (0, 1), (1, 2)) * 2:
+        qc.barrier()
+        qc.cx(*pair)
+    isa = generate_preset_pass_manager(backend=backend, optimization_level=1, seed_transpiler=1).run(qc)
+    observable = SparsePauliOp("XXX").apply_layout(isa.layout)
+
+    def noise_factor_values(amplifier: str) -> np.ndarray:
+        options = {
+            "simulator": {"seed_simulator": 3},
+            "resilience": {"zne_mitigation": True, "zne": {"noise_factors": [1, 2, 3], "amplifier": amplifier}},
+        }
+        params = {"pubs": [[isa, observable, None, 0.05]], "options": options, "resilience_level": 1}
+        return run_estimator(params, "fake_kolkata", executor_for("CPU"), Defaults()).result[0].data.evs_noise_factors
+
+    front, back = noise_factor_values("gate_folding_front"), noise_factor_values("gate_folding_back")
+    # Factors 1 and 3 fold no CX or all; 2 folds half of them, at one end or the other.
+    assert front[0] == back[0] and front[2] == back[2]
+    assert front[1] != back[1]

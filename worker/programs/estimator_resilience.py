@@ -37,6 +37,7 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub
 
 from worker.errors import ProgramError
 from worker.executors.base import Executor
+from worker.programs.options import report_ignored
 
 # IBM's default when the client sends no resilience_level (EstimatorOptions docs: "Default: 1").
 DEFAULT_RESILIENCE_LEVEL = 1
@@ -45,7 +46,6 @@ DEFAULT_RESILIENCE_LEVEL = 1
 # they have no effect here (reported in ignored_options and the job log).
 _NOT_APPLICABLE = {
     ("resilience", "layer_noise_learning"): "the simulator's noise is known exactly; no learning runs",
-    ("resilience", "layer_noise_model"): "layer noise is computed from the simulated noise model",
     ("resilience", "measure_noise_learning", "shots_per_randomization"): "TREX calibration uses the job's shots",
 }
 
@@ -60,13 +60,16 @@ class ResiliencePlan:
     ``options`` is a finalized ``qiskit_ibm_runtime.options_models.EstimatorOptions``;
     ``active`` is false when nothing (no mitigation, no twirling) applies, so the job runs the
     plain estimation path; ``ignored`` the options that cannot apply, nested as received;
-    ``warnings`` what the client's option finalizer warned (e.g. a forced twirling flag).
+    ``warnings`` what the client's option finalizer warned (e.g. a forced twirling flag);
+    ``learned`` the user's ``resilience.layer_noise_model`` as ``LayerError`` objects (PEC/PEA
+    then use it instead of the exact noise).
     """
 
     options: Any
     active: bool
     ignored: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    learned: list[Any] | None = None
 
 
 def _pop_path(tree: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -110,6 +113,7 @@ def plan_resilience(options: dict[str, Any], resilience_level: Any) -> tuple[Res
         value = _pop_path(rest, path)
         if value is not None:
             _set_path(ignored, path, value)
+    learned = _learned_layers(_pop_path(rest, ("resilience", "layer_noise_model")))
     model: dict[str, Any] = {"resilience_level": level}
     for name, keys in (("twirling", _TWIRLING_KEYS), ("resilience", _RESILIENCE_KEYS)):
         section = rest.pop(name, None) or {}
@@ -139,12 +143,33 @@ def plan_resilience(options: dict[str, Any], resilience_level: Any) -> tuple[Res
         or twirling.enable_gates
         or twirling.enable_measure
     )
-    plan = ResiliencePlan(finalized, active, ignored, [str(w.message) for w in caught])
+    needs_noise = resilience.pec_mitigation or (resilience.zne_mitigation and resilience.zne.amplifier == "pea")
+    if learned is not None and not needs_noise:
+        _set_path(ignored, ("resilience", "layer_noise_model"), f"<{len(learned)} layer errors, used by PEC/PEA only>")
+        learned = None
+    plan = ResiliencePlan(finalized, active, report_ignored(ignored), [str(w.message) for w in caught], learned)
     return plan, rest
 
 
-def _layer_noise(pub: EstimatorPub, options: Any, noise_model: Any) -> list[Any]:
-    """The executor Estimator's ``layer_noise_model`` for PEC/PEA on ``pub``: exact twirled noise."""
+def _learned_layers(value: Any) -> list[Any] | None:
+    """A user's ``layer_noise_model`` (``NoiseLearnerResult`` or ``LayerError`` list) as a list.
+
+    Raises:
+        ProgramError: anything else (e.g. a mapping the decoder could not turn into objects).
+    """
+    if value is None:
+        return None
+    layers = list(value.data) if hasattr(value, "data") and not isinstance(value, dict) else value
+    if not isinstance(layers, list) or not all(
+        hasattr(item, "circuit") and hasattr(item, "qubits") and hasattr(item, "error") for item in layers
+    ):
+        raise ProgramError("resilience.layer_noise_model must be a NoiseLearnerResult or a list of LayerError.")
+    return layers
+
+
+def _layer_noise(pub: EstimatorPub, options: Any, noise_model: Any, learned: list[Any] | None) -> list[Any]:
+    """The executor Estimator's ``layer_noise_model`` for PEC/PEA on ``pub``: the user's learned
+    layers if given, else the exact twirled noise of ``noise_model``."""
     from qiskit_ibm_runtime.executor_estimator.prepare import choose_task_class
     from qiskit_ibm_runtime.executor_estimator.utils import estimator_options_to_boxing_options
     from qiskit_mitigation import PEA, PEC, find_combined_unique_layers
@@ -163,7 +188,7 @@ def _layer_noise(pub: EstimatorPub, options: Any, noise_model: Any) -> list[Any]
     layers = find_combined_unique_layers(
         circuits=[pub.circuit], mitigation_types=[task_class()], custom_boxing_options=boxing, box_types="gates"
     )
-    return layer_noise_model(layers, [pub.circuit], noise_model)
+    return layer_noise_model(layers, [pub.circuit], noise_model, learned)
 
 
 def _num_randomizations(options: Any, shots: int) -> tuple[int, int]:
@@ -228,7 +253,7 @@ def _run_pub(
         options.resilience.zne_mitigation and options.resilience.zne.amplifier == "pea"
     ):
         model = noise_model if noise_model is not None else backend_noise_model(backend)
-        options.resilience.layer_noise_model = _layer_noise(pub, options, model)
+        options.resilience.layer_noise_model = _layer_noise(pub, options, model, plan.learned)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -12,6 +12,9 @@ clipped to 0, as learners report them). Gates of one layer act on disjoint qubit
 model is the union of its gates' models, indexed locally to the box's qubits as
 ``samplomatic``'s ``InjectNoise`` expects (the client's executor Estimator reads
 ``resilience.layer_noise_model`` as ``(box instruction, PauliLindbladMap)`` pairs).
+
+A user who learned the noise (``NoiseLearner``) and passes it as EstimatorV2's
+``resilience.layer_noise_model`` gets that model instead (:func:`learned_layer_map`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -102,13 +106,57 @@ def layer_map(layer: CircuitInstruction, circuit: QuantumCircuit, noise_model: N
     return PauliLindbladMap.from_sparse_list(terms, num_qubits=len(layer.qubits)).simplify()
 
 
+def _entangled_pairs(circuit: QuantumCircuit, labels: Sequence[int]) -> frozenset[frozenset[int]]:
+    """The qubit pairs (as ``labels``, e.g. physical indices) of ``circuit``'s 2-qubit gates."""
+    return frozenset(
+        frozenset(labels[circuit.find_bit(q).index] for q in inner.qubits)
+        for inner in circuit.data
+        if inner.operation.num_qubits == 2 and inner.operation.name not in ("barrier", "delay")
+    )
+
+
+def learned_layer_map(
+    layer: CircuitInstruction, circuit: QuantumCircuit, layer_errors: Sequence[Any]
+) -> PauliLindbladMap:
+    """The map of a user's learned ``LayerError`` for ``layer``, or the identity if none fits.
+
+    A ``LayerError`` (legacy ``NoiseLearner`` result, ``resilience.layer_noise_model`` of
+    EstimatorV2) fits a layer when its circuit entangles the same physical qubit pairs as the
+    layer's box. IBM treats layers missing from the given model as noiseless; so does this. Terms
+    on qubits outside the box are dropped.
+    """
+    physical = [circuit.find_bit(q).index for q in layer.qubits]
+    body = layer.operation.body
+    wanted = _entangled_pairs(body, physical)
+    local_of = {qubit: i for i, qubit in enumerate(physical)}
+    for learned in layer_errors:
+        error = getattr(learned, "error", None)
+        if error is None or _entangled_pairs(learned.circuit, learned.qubits) != wanted:
+            continue
+        terms: list[tuple[str, list[int], float]] = []
+        for pauli, rate in zip(error.generators, error.rates, strict=True):
+            support = [j for j in range(pauli.num_qubits) if pauli[j].to_label() != "I"]
+            if not support or rate == 0 or any(learned.qubits[j] not in local_of for j in support):
+                continue
+            letters = "".join(pauli[j].to_label() for j in support)
+            terms.append((letters, [local_of[learned.qubits[j]] for j in support], float(rate)))
+        if terms:
+            return PauliLindbladMap.from_sparse_list(terms, num_qubits=len(layer.qubits)).simplify()
+        break
+    return PauliLindbladMap.identity(len(layer.qubits))
+
+
 def layer_noise_model(
-    layers: Sequence[CircuitInstruction], circuits: Sequence[QuantumCircuit], noise_model: NoiseModel
+    layers: Sequence[CircuitInstruction],
+    circuits: Sequence[QuantumCircuit],
+    noise_model: NoiseModel,
+    learned: Sequence[Any] | None = None,
 ) -> list[tuple[CircuitInstruction, PauliLindbladMap]]:
     """``(layer, map)`` for every layer, as ``resilience.layer_noise_model`` of the executor Estimator.
 
     ``circuits`` are the PUB circuits the layers were found in; a layer's qubits are looked up in
-    the first circuit that has them.
+    the first circuit that has them. ``learned``: a user's ``LayerError`` list; when given it is
+    used instead of ``noise_model`` (:func:`learned_layer_map`).
 
     Raises:
         ValueError: a layer's qubits are in none of ``circuits``.
@@ -118,5 +166,8 @@ def layer_noise_model(
         owner = next((c for c in circuits if set(layer.qubits) <= set(c.qubits)), None)
         if owner is None:
             raise ValueError("A boxed layer's qubits belong to none of the PUB circuits.")
-        pairs.append((layer, layer_map(layer, owner, noise_model)))
+        if learned is not None:
+            pairs.append((layer, learned_layer_map(layer, owner, learned)))
+        else:
+            pairs.append((layer, layer_map(layer, owner, noise_model)))
     return pairs
