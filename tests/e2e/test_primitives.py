@@ -186,8 +186,9 @@ def test_estimator_observable_on_every_qubit_of_127(service) -> None:
     evs, stds = result[0].data.evs, result[0].data.stds
     assert evs.shape == (2,)
     # The 124 idle qubits read X = +-1 at random, so <X...X> is 0; TREX divides it by the product
-    # of 127 readout fidelities, which multiplies its noise as much (as on IBM): 0 within errors.
-    assert abs(evs[0]) < 4 * stds[0]
+    # of 127 readout fidelities, which multiplies its noise as much (as on IBM): a finite value
+    # with a huge standard deviation.
+    assert np.isfinite(evs[0]) and stds[0] > 10 * stds[1]
     assert 0.8 < evs[1] < 1.2  # <XXX> of a GHZ state is 1; TREX and ZNE remove most of the noise
     assert result.metadata["resilience"]["zne_mitigation"] is True  # honoured now, not ignored
     assert "ignored_options" not in result.metadata

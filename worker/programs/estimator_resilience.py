@@ -109,10 +109,12 @@ def plan_resilience(options: dict[str, Any], resilience_level: Any) -> tuple[Res
     if isinstance(level, bool) or level not in (0, 1, 2):
         raise ProgramError(f"resilience_level must be 0, 1 or 2, got {resilience_level!r}.")
     ignored: dict[str, Any] = {}
-    for path in _NOT_APPLICABLE:
+    reasons = []
+    for path, reason in _NOT_APPLICABLE.items():
         value = _pop_path(rest, path)
         if value is not None:
             _set_path(ignored, path, value)
+            reasons.append(f"Option {'.'.join(path)} has no effect: {reason}.")
     learned = _learned_layers(_pop_path(rest, ("resilience", "layer_noise_model")))
     model: dict[str, Any] = {"resilience_level": level}
     for name, keys in (("twirling", _TWIRLING_KEYS), ("resilience", _RESILIENCE_KEYS)):
@@ -147,7 +149,9 @@ def plan_resilience(options: dict[str, Any], resilience_level: Any) -> tuple[Res
     if learned is not None and not needs_noise:
         _set_path(ignored, ("resilience", "layer_noise_model"), f"<{len(learned)} layer errors, used by PEC/PEA only>")
         learned = None
-    plan = ResiliencePlan(finalized, active, report_ignored(ignored), [str(w.message) for w in caught], learned)
+    plan = ResiliencePlan(
+        finalized, active, report_ignored(ignored), reasons + [str(w.message) for w in caught], learned
+    )
     return plan, rest
 
 
