@@ -214,7 +214,7 @@ def _learned(backend: Any, pub: Any, scale: float) -> list[Any]:  # type: ignore
     from qiskit_aer.noise import NoiseModel
     from qiskit_ibm_runtime.executor_estimator import Estimator
     from qiskit_ibm_runtime.fake_provider import FakeKolkataV2
-    from qiskit_ibm_runtime.utils.noise_learner_result import LayerError, PauliLindbladError
+    from qiskit_ibm_runtime.results import LayerError, PauliLindbladError
 
     from worker.programs.layer_noise import layer_map
 
