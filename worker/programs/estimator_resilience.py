@@ -73,7 +73,7 @@ class ResiliencePlan:
 
 
 def _pop_path(tree: dict[str, Any], path: tuple[str, ...]) -> Any:
-    node = tree
+    node: Any = tree
     for key in path[:-1]:
         node = node.get(key)
         if not isinstance(node, dict):
