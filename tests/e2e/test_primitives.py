@@ -67,7 +67,9 @@ def test_estimator_bell_zz(service) -> None:
     qc.cx(0, 1)
     isa = generate_preset_pass_manager(backend=backend, optimization_level=1).run(qc)
     obs = SparsePauliOp("ZZ").apply_layout(isa.layout)
-    result = EstimatorV2(mode=backend, options={"default_precision": 0.01}).run([(isa, obs)]).result()
+    # Level 0: IBM's default level 1 (TREX) would take the readout part of the noise away.
+    options = {"default_precision": 0.01, "resilience_level": 0}
+    result = EstimatorV2(mode=backend, options=options).run([(isa, obs)]).result()
     assert result[0].data.evs == pytest.approx(1.0, abs=0.2)
     assert result[0].data.evs < 1.0  # noisy
     assert result[0].metadata["target_precision"] == pytest.approx(0.01)
@@ -158,9 +160,12 @@ def test_estimator_default_shots_set_precision(service) -> None:
     job = estimator.run([(isa, obs)])
     result = job.result()
     assert result[0].metadata["target_precision"] == pytest.approx(0.05)
-    assert result[0].metadata["shots"] == 400
+    # Level 1 twirls the measurements: IBM's "auto" split of 400 shots is 7 randomizations x 64.
+    assert result[0].metadata["shots"] == 448
+    assert result[0].metadata["num_randomizations"] == 7
     assert result[0].data.evs == pytest.approx(-1.0, abs=0.25)
-    assert result.metadata["ignored_options"]["resilience_level"] == 1
+    assert result.metadata["resilience_level"] == 1  # honoured, no longer listed as ignored
+    assert "ignored_options" not in result.metadata
 
 
 def test_estimator_observable_on_every_qubit_of_127(service) -> None:
@@ -180,11 +185,15 @@ def test_estimator_observable_on_every_qubit_of_127(service) -> None:
     every_x = SparsePauliOp("X" * 127)
     ghz_xxx = SparsePauliOp("XXX").apply_layout(isa.layout)
     result = estimator.run([(isa, [every_x, ghz_xxx])], precision=0.03).result(timeout=120)
-    evs = result[0].data.evs
+    evs, stds = result[0].data.evs, result[0].data.stds
     assert evs.shape == (2,)
-    assert abs(evs[0]) < 0.15  # the 124 idle qubits read X = +-1 at random
-    assert 0.6 < evs[1] < 1.0  # <XXX> of a GHZ state is 1, less the backend's noise
-    assert "resilience" in result.metadata["ignored_options"]  # reported, not silently dropped
+    # The 124 idle qubits read X = +-1 at random, so <X...X> is 0; TREX divides it by the product
+    # of 127 readout fidelities, which multiplies its noise as much (as on IBM): a finite value
+    # with a huge standard deviation.
+    assert np.isfinite(evs[0]) and stds[0] > 10 * stds[1]
+    assert 0.8 < evs[1] < 1.2  # <XXX> of a GHZ state is 1; TREX and ZNE remove most of the noise
+    assert result.metadata["resilience"]["zne_mitigation"] is True  # honoured now, not ignored
+    assert "ignored_options" not in result.metadata
 
 
 def test_a_job_past_the_shot_bound_is_refused_with_its_reason(service) -> None:

@@ -34,6 +34,10 @@ IBM_PUB_METADATA = {
     "executor Sampler": {"executor": None},
     "executor Estimator": {"executor": "compilation"},
 }
+# Local testing mode ignores EstimatorV2's resilience options; IBM (and this server) run its
+# default level 1 (TREX with measurement twirling), which adds these PUB metadata keys and field.
+IBM_EXTRA_METADATA = {"EstimatorV2": ["num_randomizations", "resilience"]}
+IBM_EXTRA_FIELDS = {"EstimatorV2": ["ensemble_standard_error"]}
 
 
 def _field(value: Any) -> tuple:
@@ -110,7 +114,12 @@ def test_result_structure_matches_local_testing_mode(embedded_service, primitive
     remote_backend = embedded_service.backend("fake_manila")
     local = _run(primitive, local_backend, _pub(primitive, shape, local_backend))
     remote = _run(primitive, remote_backend, _pub(primitive, shape, remote_backend))
-    assert _structure(remote) == _structure(local, IBM_PUB_METADATA.get(primitive))
+    expected = _structure(local, IBM_PUB_METADATA.get(primitive))
+    for pub_structure in expected["pubs"]:
+        pub_structure["metadata"] = sorted(pub_structure["metadata"] + IBM_EXTRA_METADATA.get(primitive, []))
+        for name in IBM_EXTRA_FIELDS.get(primitive, []):
+            pub_structure["fields"][name] = pub_structure["fields"]["stds"]
+    assert _structure(remote) == expected
     # The server adds its own keys (simulator, ignored options) but drops none of local mode's.
     assert set(local.metadata) <= set(remote.metadata)
     if "Estimator" in primitive:

@@ -2,9 +2,11 @@
 
 The client sends only the options a user set, as nested dicts (PROTOCOL.md §5.2). Honoured:
 ``default_shots``, ``default_precision`` (estimator), ``simulator.seed_simulator`` and
-``simulator.noise_model``. Options that only make sense on hardware (dynamical decoupling,
-twirling, resilience, rep_delay...) are accepted, have no effect on a simulator, and are listed
-in the result metadata under ``ignored_options`` and in the job log.
+``simulator.noise_model``; the estimator's ``resilience_level``, ``resilience`` and ``twirling``
+are taken out before this by ``estimator_resilience.plan_resilience``, which honours them. Options
+that only make sense on hardware (dynamical decoupling, the sampler's twirling, rep_delay...) are
+accepted, have no effect on a simulator, and are listed in the result metadata under
+``ignored_options`` and in the job log.
 
 The report keeps small values as sent (``{"dynamical_decoupling": {"enable": True}}``) but
 never copies a large one into the result: a string, list or other object above
@@ -73,7 +75,7 @@ def _reportable(value: Any, depth: int = 0) -> Any:
     return f"<{type(value).__name__}, not copied>"
 
 
-def _report(options: dict[str, Any]) -> dict[str, Any]:
+def report_ignored(options: dict[str, Any]) -> dict[str, Any]:
     """The ignored options as reported: every name (up to ``MAX_REPORTED_ITEMS``), small values."""
     names = list(options)
     report = {str(name)[:MAX_REPORTED_VALUE]: _reportable(options[name]) for name in names[:MAX_REPORTED_ITEMS]}
@@ -106,5 +108,5 @@ def parse_options(raw: dict[str, Any] | None, *, estimator: bool) -> SimulatorCh
         options["simulator"] = simulator
     for key in _HANDLED_ELSEWHERE:
         options.pop(key, None)
-    choices.ignored = _report(options)
+    choices.ignored = report_ignored(options)
     return choices

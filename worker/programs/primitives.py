@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
-from qiskit.primitives import PrimitiveResult
+from qiskit.primitives import PrimitiveResult, PubResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 
@@ -150,10 +150,26 @@ def run_estimator(params: dict[str, Any], backend: str, engine: SimulationEngine
     Precision: the PUB's own, else ``options.default_precision``, else ``1/sqrt(default_shots)``
     when only shots were set (as local testing mode does), else ``defaults.precision``.
 
+    Resilience as on IBM (``estimator_resilience.py``): ``resilience_level`` (default 1) and the
+    ``resilience``/``twirling`` options run the client's executor-Estimator mitigation pipeline
+    (TREX, ZNE, PEC, PEA, twirling); with no mitigation and no twirling (level 0) the plain
+    estimation path runs.
+
     Raises:
-        ProgramError: malformed PUBs or observables, a circuit wider than the backend.
+        ProgramError: malformed PUBs or observables, a circuit wider than the backend, or
+            resilience options IBM refuses (bad level, PEC with ZNE...).
     """
-    choices = parse_options(params.get("options"), estimator=True)
+    from qiskit_runtime_server.worker.programs.estimator_resilience import (
+        plan_resilience,
+        result_metadata,
+        run_mitigated,
+    )
+
+    raw_options = params.get("options") or {}
+    if not isinstance(raw_options, dict):
+        raise ProgramError("params.options must be a mapping.")
+    plan, rest = plan_resilience(raw_options, params.get("resilience_level"))
+    choices = parse_options(rest, estimator=True)
     precision = choices.default_precision
     if precision is None and choices.default_shots:
         precision = 1 / math.sqrt(choices.default_shots)
@@ -171,11 +187,19 @@ def run_estimator(params: dict[str, Any], backend: str, engine: SimulationEngine
             pubs.append(EstimatorPub.coerce((circuit, item[1], values, pub_precision), precision))
         except (ValueError, TypeError, KeyError) as exc:
             raise ProgramError(f"PUB {i} is invalid: {exc}") from None
-    extra = {}
-    if "resilience_level" in params:
-        extra["resilience_level"] = params["resilience_level"]
-    ignored, warnings = _warnings(choices, extra)
-    result = engine.estimate(backend, pubs, precision=precision, seed=choices.seed, noise_model=choices.noise_model)
+    ignored, warnings = _warnings(choices, plan.ignored)
+    warnings.extend(plan.warnings)
+    if plan.active:
+        result = run_mitigated(pubs, plan, backend, engine, seed=choices.seed, noise_model=choices.noise_model)
+    else:
+        # Level 0 without twirling: the plain estimation path, unchanged.
+        result = engine.estimate(
+            backend, pubs, precision=precision, seed=choices.seed, noise_model=choices.noise_model
+        )
+        pub_results = [
+            PubResult(r.data, metadata={**r.metadata, "resilience": {}, "num_randomizations": 1}) for r in result
+        ]
+        result = PrimitiveResult(pub_results, metadata={**result.metadata, **result_metadata(plan)})
     return ProgramOutput(_with_metadata(result, ignored, engine.device), warnings, len(pubs))
 
 
