@@ -19,7 +19,7 @@ from qiskit_runtime_server.worker.programs.primitives import run_estimator
 
 def test_pec_with_zne_is_refused_by_the_worker() -> None:
     qc = QuantumCircuit(2)
-    qc.h(0)
+    qc.sx(0)  # an ISA circuit of fake_manila, so the options are what gets refused
     qc.cx(0, 1)
     params = {
         "pubs": [[qc, SparsePauliOp("ZZ"), None, 0.1]],
