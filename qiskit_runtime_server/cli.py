@@ -141,9 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command != "api":
         from qiskit_runtime_server.worker.device import DeviceUnavailable, require_device
 
+        from qiskit_runtime_server.shared.routing import worker_class
+
         try:
             require_device(settings.device)
-        except DeviceUnavailable as exc:
+            worker_class(settings.queue_class, settings.device)
+        except (DeviceUnavailable, ValueError) as exc:
             sys.exit(f"qiskit-runtime-server: {exc}")
     if args.command == "worker":
         _work(settings)
