@@ -139,9 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "worker-health":
         sys.exit(_worker_health(settings))
     if args.command != "api":
-        from qiskit_runtime_server.worker.device import DeviceUnavailable, require_device
-
         from qiskit_runtime_server.shared.routing import worker_class
+        from qiskit_runtime_server.worker.device import DeviceUnavailable, require_device
 
         try:
             require_device(settings.device)

@@ -166,3 +166,14 @@ async def test_an_idle_gpu_class_worker_takes_cpu_class_work() -> None:
         assert await pool.zcard(QUEUE) == 0 and await pool.zcard(GPU_QUEUE) == 0
     finally:
         await stop(*gpu)
+
+
+async def test_metrics_give_each_device_class_queue_length() -> None:
+    from tests.unit.conftest import in_process_api
+
+    pool = await connect(None)
+    await submit(pool, "wide-1", WIDE, queue=GPU_QUEUE)
+    async with in_process_api({"QRS_QUEUE_NAME": QUEUE}, pool) as http:
+        text = (await http.get("/metrics")).text
+    assert 'qrs_class_queue_length{class="cpu"} 0.0' in text
+    assert 'qrs_class_queue_length{class="gpu"} 1.0' in text
