@@ -91,7 +91,11 @@ class Router:
         if self.device_class == CPU and await self.gpu_workers_live():
             return None
         now = timestamp_ms()
-        if await self.redis.zcount(self.own, "-inf", now) or not await self.redis.zcount(self.other, "-inf", now):
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip per idle poll
+            pipe.zcount(self.own, "-inf", now)
+            pipe.zcount(self.other, "-inf", now)
+            own_ready, other_ready = await pipe.execute()
+        if own_ready or not other_ready:
             return None
         entries = await self.redis.zrangebyscore(self.other, "-inf", now, start=0, num=_STEAL_SCAN, withscores=True)
         for raw, score in entries:
