@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.constants import in_progress_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -109,6 +109,11 @@ class Router:
                     pipe.multi()
                     pipe.zrem(self.other, job_id)
                     pipe.zadd(self.own, {job_id: score})
+                    # arq's claim WATCHes only the in-progress key, not the queue: touching that
+                    # key (set, then gone) makes a worker claiming the entry right now back off,
+                    # instead of running it while it also sits in this queue.
+                    pipe.set(in_progress_key_prefix + job_id, b"moving")
+                    pipe.delete(in_progress_key_prefix + job_id)
                     await pipe.execute()
                     return job_id
                 except WatchError:
@@ -126,6 +131,5 @@ class Router:
             pipe.delete(in_progress_key_prefix + job_id, retry_key_prefix + job_id)
             pipe.zrem(self.cpu_queue, job_id)
             pipe.zadd(self.gpu_queue, {job_id: timestamp_ms()})
-            pipe.exists(job_key_prefix + job_id)
             await pipe.execute()
         await self.redis.publish(keys.ENQUEUED_CHANNEL, self.gpu_queue)

@@ -23,7 +23,8 @@ SENT = "sent to the GPU-class queue"
 @pytest.fixture
 def two_pools(real_redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
     port = free_port()
-    env = server_env(port, REDIS_URL=real_redis_url, QRS_QUEUE_NAME=f"qrs:test-routing:{port}")
+    # A short lease: a lost worker leaves the registry within 3 s.
+    env = server_env(port, REDIS_URL=real_redis_url, QRS_QUEUE_NAME=f"qrs:test-routing:{port}", QRS_JOB_LEASE="3")
     api = ServerProcess(["api"], env, tmp_path / "api.log").start()
     cpu = ServerProcess(["worker"], {**env, "QRS_WORKER_ID": "cpu-1", "QRS_QUEUE_CLASS": "cpu"}, tmp_path / "cpu.log")
     gpu = ServerProcess(["worker"], {**env, "QRS_WORKER_ID": "gpu-1", "QRS_QUEUE_CLASS": "gpu"}, tmp_path / "gpu.log")
@@ -72,7 +73,7 @@ def test_wide_jobs_run_on_the_gpu_class_pool_and_on_cpu_once_it_is_gone(
     small = [sampler.run([circuit], shots=10) for _ in range(4)]
     assert all(sum(j.result()[0].data.meas.get_counts().values()) == 10 for j in small)
 
-    two_pools.processes["gpu"].stop()  # SIGTERM: it leaves the registry
+    two_pools.processes["gpu"].kill()  # the GPU worker is lost: its heartbeat expires after one lease
     wait_until(lambda: list(queues(two_pools.base)) == ["cpu-1"], 30, "gpu-1 gone")
     time.sleep(1.5)
     job = sampler.run([circuit], shots=300)

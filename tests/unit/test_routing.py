@@ -25,6 +25,7 @@ from qiskit_runtime_server.shared.store import JobStore
 from qiskit_runtime_server.worker.app import build_worker
 from qiskit_runtime_server.worker.jobspec import Defaults
 from qiskit_runtime_server.worker.programs.device_class import job_device_class
+from tests.unit.conftest import in_process_api
 
 QUEUE = "qrs:test-routing"
 GPU_QUEUE = class_queue(QUEUE, "gpu")
@@ -169,8 +170,6 @@ async def test_an_idle_gpu_class_worker_takes_cpu_class_work() -> None:
 
 
 async def test_metrics_give_each_device_class_queue_length() -> None:
-    from tests.unit.conftest import in_process_api
-
     pool = await connect(None)
     await submit(pool, "wide-1", WIDE, queue=GPU_QUEUE)
     async with in_process_api({"QRS_QUEUE_NAME": QUEUE}, pool) as http:
