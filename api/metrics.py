@@ -14,6 +14,7 @@ qrs_job_run_seconds                 histogram  program (Running -> final, second
 qrs_workers_live                    gauge      device
 qrs_workers_busy                    gauge      device
 qrs_arq_queue_length                gauge      (arq's queue: waiting, retrying and running jobs)
+qrs_class_queue_length              gauge      class (cpu|gpu: entries of that device class's queue, KEDA's trigger)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.asyncio import Redis
 
-from qiskit_runtime_server.shared import keys, stats, workers
+from qiskit_runtime_server.shared import keys, routing, stats, workers
 from qiskit_runtime_server.shared.backends import BackendCatalog
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
 
@@ -120,7 +121,12 @@ async def render_metrics(redis: Redis, queue_name: str, backends: Iterable[str] 
         busy_g.add_metric([device], sum(w.device == device and w.current_job is not None for w in live))
     arq_len = GaugeMetricFamily("qrs_arq_queue_length", "Entries in the arq queue (waiting or running).")
     arq_len.add_metric([], await redis.zcard(queue_name))
+    class_len = GaugeMetricFamily(
+        "qrs_class_queue_length", "Entries (waiting or running) of each device class's queue.", labels=["class"]
+    )
+    for device_class in routing.CLASSES:
+        class_len.add_metric([device_class], await redis.zcard(routing.class_queue(queue_name, device_class)))
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot([jobs, depth, *_finished_families(raw_stats), live_g, busy_g, arq_len]))
+    registry.register(_Snapshot([jobs, depth, *_finished_families(raw_stats), live_g, busy_g, arq_len, class_len]))
     return generate_latest(registry)

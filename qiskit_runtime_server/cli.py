@@ -139,11 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "worker-health":
         sys.exit(_worker_health(settings))
     if args.command != "api":
+        from qiskit_runtime_server.shared.routing import worker_class
         from qiskit_runtime_server.worker.device import DeviceUnavailable, require_device
 
         try:
             require_device(settings.device)
-        except DeviceUnavailable as exc:
+            worker_class(settings.queue_class, settings.device)
+        except (DeviceUnavailable, ValueError) as exc:
             sys.exit(f"qiskit-runtime-server: {exc}")
     if args.command == "worker":
         _work(settings)

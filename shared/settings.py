@@ -83,6 +83,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Worker side.
     worker_id: str = ""
     device: str = "CPU"
+    # Which device-class queue a worker consumes (shared/routing.py): "" follows device;
+    # "gpu" on a CPU worker stands in for a GPU worker (tests, or a CPU pool for wide jobs).
+    queue_class: str = ""
     # Comma-separated backends whose noise models a worker builds at start-up, e.g.
     # "fake_sherbrooke,fake_manila": the first job on them then skips that (~2 s on 127 qubits).
     preload_backends: str = ""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any, cast
 
+import msgspec
 from arq import Worker
 from arq.connections import ArqRedis, log_redis_info
 from arq.typing import WorkerCoroutine
@@ -14,6 +15,7 @@ from redis import exceptions as redis_errors
 
 from qiskit_runtime_server.shared.logs import job_id_var
 from qiskit_runtime_server.shared.queue import RUN_JOB
+from qiskit_runtime_server.shared.routing import Router, worker_class
 from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.shared.store import JobStore
 from qiskit_runtime_server.worker.doorbell import Doorbell
@@ -39,6 +41,9 @@ class QrsWorker(Worker):
 
     doorbell: Doorbell | None = None
     log_redis_info = True
+    # Device-class routing (shared/routing.py): arq ids that run_job forwarded to the GPU queue.
+    router: Router | None = None
+    forwarded: set[str]
 
     async def main(self) -> None:
         if self.log_redis_info:
@@ -52,6 +57,21 @@ class QrsWorker(Worker):
                 await asyncio.sleep(self.poll_delay_s)
             else:
                 await self.doorbell.wait(self.poll_delay_s)
+
+    async def _poll_iteration(self) -> None:
+        if self.router is not None and self.job_counter < self.max_jobs:
+            try:
+                await self.router.take_other_work()  # an idle slot takes the other class's work
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+                logger.warning("could not look at the other device class's queue (%s)", exc)
+        await super()._poll_iteration()
+
+    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        if self.router is not None and job_id in self.forwarded:
+            self.forwarded.discard(job_id)
+            await self.router.forward_to_gpu(job_id)  # instead of arq's end: same job, other queue
+            return
+        await super().finish_job(job_id, *args, **kwargs)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -73,7 +93,11 @@ class EmbeddedWorker(QrsWorker):
 
 
 def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) -> Worker:
-    """An arq worker consuming ``settings.queue_name`` on ``pool``, one job at a time.
+    """An arq worker consuming its device class's queue on ``pool``, one job at a time.
+
+    The class is ``settings.queue_class`` or ``settings.device``; a GPU-class worker also takes
+    CPU-class work when idle, a CPU-class one GPU-class work while no GPU-class worker is live
+    (``shared/routing.py``).
 
     One job at a time because each worker owns one simulation process (one GPU when pinned);
     scale by adding workers. Jobs are claimed for one lease (``settings.job_lease``) renewed
@@ -84,18 +108,28 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
     """
     runner = ProgramRunner(settings.device, settings.preload, settings.job_memory_limit)
     worker_id = settings.effective_worker_id
+    router = Router(pool, settings.queue_name, worker_class(settings.queue_class, settings.device))
+    forwarded: set[str] = set()
     leases = LeaseKeeper(pool, settings.job_lease, worker_id)
-    heartbeat = Heartbeat(pool, settings, worker_id, leases)
+    # The registry's "queue" is the queue this worker consumes: routing looks for GPU-class ones.
+    heartbeat = Heartbeat(pool, msgspec.structs.replace(settings, queue_name=router.own), worker_id, leases)
     sweeper = OrphanSweeper(pool, settings.queue_name, settings.job_lease)
-    doorbell = Doorbell(pool, settings.queue_name)
+    doorbell = Doorbell(pool, router.own, router.other)
 
     async def startup(ctx: dict[str, Any]) -> None:
-        ctx.update(store=JobStore(pool, settings.job_retention), runner=runner, settings=settings, worker_id=worker_id)
+        ctx.update(
+            store=JobStore(pool, settings.job_retention),
+            runner=runner,
+            settings=settings,
+            worker_id=worker_id,
+            router=router,
+            forwarded=forwarded,
+        )
         await runner.start()
         await doorbell.start()
         await heartbeat.start()
         sweeper.start()
-        logger.info("worker %s ready (device %s, queue %s)", worker_id, settings.device, settings.queue_name)
+        logger.info("worker %s ready (device %s, queue %s)", worker_id, settings.device, router.own)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await doorbell.stop()
@@ -111,7 +145,8 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
 
     async def job_end(ctx: dict[str, Any]) -> None:
         await leases.release(ctx["job_id"])
-        if not ctx.get("waiting_turn"):  # handed back until its session's turn (worker/tasks.py)
+        # Not a job done: handed back until its session's turn (worker/tasks.py), or forwarded.
+        if not ctx.get("waiting_turn") and ctx["job_id"] not in forwarded:
             heartbeat.jobs_done += 1
         await heartbeat.beat_now()
 
@@ -120,7 +155,7 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
         # cast: arq's WorkerCoroutine protocol takes ctx as a plain dict, ours is a TypedDict.
         functions=[func(cast(WorkerCoroutine, run_job), name=RUN_JOB, timeout=settings.max_execution_time + 60)],
         redis_pool=pool,
-        queue_name=settings.queue_name,
+        queue_name=router.own,
         on_startup=startup,
         on_shutdown=shutdown,
         on_job_start=job_start,
@@ -136,4 +171,5 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
     # arq claims a job for its whole time-out plus 10 s; claim it for one lease instead.
     worker.in_progress_timeout_s = settings.job_lease
     worker.doorbell = doorbell
+    worker.router, worker.forwarded = router, forwarded
     return worker

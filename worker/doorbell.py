@@ -20,13 +20,14 @@ from qiskit_runtime_server.shared.channel import ChannelListener
 class Doorbell:
     """An ``asyncio.Event`` set whenever a job is queued on ``queue_name``."""
 
-    def __init__(self, redis: Redis, queue_name: str) -> None:
-        self._queue_name = queue_name
+    def __init__(self, redis: Redis, queue_name: str, *also: str) -> None:
+        # ``also``: further queues whose jobs this worker may take (shared/routing.py).
+        self._queue_names = frozenset((queue_name, *also))
         self._rung = asyncio.Event()
         self._listener = ChannelListener(redis, keys.ENQUEUED_CHANNEL, self._ring)
 
     def _ring(self, queue_name: str) -> None:
-        if queue_name == self._queue_name:
+        if queue_name in self._queue_names:
             self._rung.set()
 
     def ring(self) -> None:

@@ -27,6 +27,8 @@ class ExecutionRequest:
     device: str = "CPU"
     defaults: Defaults = field(default_factory=Defaults)
     limits: JobLimits = field(default_factory=JobLimits)
+    # Only decode and classify (shared/routing.py): the Outcome's device_class, nothing simulated.
+    classify: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,5 @@ class Outcome:
     num_pubs: int
     quantum_seconds: float
     qiskit_version: str
+    # Set by a classify request: "cpu" or "gpu" (worker/programs/device_class.py).
+    device_class: str = ""

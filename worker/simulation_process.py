@@ -21,6 +21,7 @@ from qiskit_runtime_server.shared.job_limits import check_params
 from qiskit_runtime_server.worker.engines.aer import backend_noise_model, default_memory_limit_mb, engine_for
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import ExecutionRequest, Outcome
+from qiskit_runtime_server.worker.programs.device_class import job_device_class
 from qiskit_runtime_server.worker.programs.executor import run_executor
 from qiskit_runtime_server.worker.programs.noise_learner import run_noise_learner
 from qiskit_runtime_server.worker.programs.primitives import PROGRAMS as PRIMITIVES
@@ -88,6 +89,9 @@ def execute(request: ExecutionRequest) -> Outcome:
     except ApiError as exc:
         raise ProgramError(exc.message) from None
     params = decode_params(request.params, plain=request.program_id in _PLAIN_JSON_PROGRAMS)
+    if request.classify:
+        device_class, why = job_device_class(request.program_id, params, request.defaults, _memory_limit_mb)
+        return Outcome(b"", [why], 0, 0.0, qiskit.__version__, device_class=device_class)
     engine = engine_for(request.device, _memory_limit_mb)
     start = time.perf_counter()
     output = program(params, request.backend, engine, request.defaults)

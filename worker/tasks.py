@@ -24,6 +24,7 @@ from qiskit_runtime_server.shared.models import (
     REASON_RAN_TOO_LONG,
     JobStatus,
 )
+from qiskit_runtime_server.shared.routing import Router
 from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.shared.store import JobStore
 from qiskit_runtime_server.worker.cancellation import run_unless_cancelled
@@ -43,6 +44,8 @@ class WorkerContext(TypedDict):
     settings: Settings
     worker_id: str
     waiting_turn: NotRequired[bool]
+    router: NotRequired[Router]
+    forwarded: NotRequired[set[str]]
 
 
 async def run_job(ctx: WorkerContext, job_id: str) -> str:
@@ -78,6 +81,8 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
         waited = (datetime.now(UTC) - enqueued).total_seconds() if isinstance(enqueued, datetime) else 0.0
         ctx["waiting_turn"] = True  # for the job_end hook: not a job done
         raise Retry(defer=recheck_delay(waited))
+    if await _forwarded_to_gpu(ctx, job_id, record.program_id, record.backend):
+        return "forwarded"
     started = (
         f"{_now()} INFO job {job_id} started on worker {ctx['worker_id']} (attempt {attempt}): "
         f"program {record.program_id}, backend {record.backend}, device {settings.device}"
@@ -147,6 +152,37 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
         log=log,
     )
     return JobStatus.COMPLETED.value
+
+
+async def _forwarded_to_gpu(ctx: WorkerContext, job_id: str, program_id: str, backend: str) -> bool:
+    """On a CPU-class worker while a GPU-class one is live: classify the job in the simulation
+    process and, when it is GPU-class, mark it for the GPU queue (moved when arq ends this run,
+    ``QrsWorker.finish_job``). A job that cannot be classified runs here (its run reports why)."""
+    router, forwarded = ctx.get("router"), ctx.get("forwarded")
+    if router is None or forwarded is None or not await router.should_classify():
+        return False
+    store, settings = ctx["store"], ctx["settings"]
+    request = ExecutionRequest(
+        job_id=job_id,
+        program_id=program_id,
+        backend=backend,
+        params=await store.params(job_id) or b"{}",
+        device=settings.device,
+        defaults=Defaults(settings.default_shots, settings.default_precision, settings.max_shots),
+        limits=settings.job_limits,
+        classify=True,
+    )
+    try:
+        outcome = await ctx["runner"].run(request)
+    except Exception as exc:  # any failure: the real run decides and reports it
+        logger.info("job %s not classified (%s); running it here", job_id, exc)
+        return False
+    if outcome.device_class != "gpu":
+        return False
+    why = outcome.warnings[0] if outcome.warnings else ""
+    await store.log(job_id, f"{_now()} INFO job {job_id} sent to the GPU-class queue by {ctx['worker_id']}: {why}")
+    forwarded.add(job_id)
+    return True
 
 
 def _now() -> str:
