@@ -32,7 +32,8 @@ def test_open_mode_pushes_every_state_change() -> None:
         job_id = _submit(http, "k", A)
         event = ws.receive_json()
         assert event["type"] == "job" and event["job"]["id"] == job_id and event["job"]["status"] == "Queued"
-        assert http.post(f"/api/v1/jobs/{job_id}/cancel", headers={"Authorization": "apikey k", "Service-CRN": A}).status_code == 204
+        cancel = http.post(f"/api/v1/jobs/{job_id}/cancel", headers={"Authorization": "apikey k", "Service-CRN": A})
+        assert cancel.status_code == 204
         assert ws.receive_json()["job"]["status"] == "Cancelled"
 
 
