@@ -154,14 +154,16 @@ def record_created(pipe: Pipeline, record: JobRecord) -> None:
     _event(pipe, record)
 
 
-def record_change(pipe: Pipeline, old: JobRecord, new: JobRecord) -> None:
+def record_change(pipe: Pipeline, old: JobRecord, new: JobRecord, now: float | None = None) -> None:
     """Queue on ``pipe`` (inside the transaction that turns ``old`` into ``new``) the dashboard updates.
 
-    A change that keeps the state (tags, a worker taking over a running job) only moves nothing.
+    A change that keeps the state (tags, a worker taking over a running job) moves nothing.
+    ``now`` (UNIX seconds) picks the time buckets; the store leaves it to the clock, the
+    benchmark's fill backdates it.
     """
     if old.status == new.status:
         return
-    now = time.time()
+    now = time.time() if now is None else now
     backend = new.backend
     for scope in _scopes(new):
         pipe.zrem(keys.dash_status(scope, old.status.value), new.id)

@@ -9,7 +9,8 @@ submitted now starts when the work ahead of it has been shared out among the liv
 kept in the transactions that change job states), ``m_b`` the mean of ``b``'s latest 50 running
 times (``qrs:dash:runs:{b}``; a backend without history gets the mean over all backends), and a
 running job is taken to be half done. ``W`` is the number of live workers; with none the wait is
-unknown (``None``). A backend's *turnaround* adds its own ``m_b``. Sessions' jobs wait for their
+unknown (``None``), and while fewer jobs are queued or running than there are workers, a new
+job starts at once (0). A backend's *turnaround* adds its own ``m_b``. Sessions' jobs wait for their
 turn on top of this, which the estimate ignores. ``bench/dashboard.py`` measures its error.
 """
 
@@ -49,7 +50,8 @@ def estimate(queued: dict[str, int], running: dict[str, int], runs: dict[str, li
     for backend in set(queued) | set(running):
         mean = means.get(backend) or fallback or 0.0
         work += queued.get(backend, 0) * mean + running.get(backend, 0) * mean / 2
-    wait = None if live <= 0 else work / live
+    busy = sum(queued.values()) + sum(running.values())
+    wait = None if live <= 0 else (0.0 if busy < live else work / live)
     return QueueEstimate(queued=queued, running=running, mean_run=means, workers=live, wait_seconds=wait)
 
 
