@@ -5,7 +5,7 @@ Request path::
     client ─HTTP─> uvicorn with api/server.py's protocol (deadlines, head size, IBM-format parse errors)
                    -> PrefixMiddleware (any ".../api/v1" prefix -> "/api/v1", no trailing slash, query length)
                    -> Router: /identity/token, /search/..., /catalog/..., /openapi.json,
-                      /api/v1/{backends,jobs,sessions,instances}
+                      /api/v1/{backends,jobs,sessions,instances}, /dashboard (page, /dashboard/api, WS /dashboard/ws)
                    -> handler (api/routes/*.py; bodies through api/body.py) -> JobStore (Redis) -> arq queue
 """
 
