@@ -36,6 +36,7 @@ qrs:dash:{scope}:now            hash    jobs per state (and per backend and stat
 qrs:dash:{scope}:hour:{YYYYMMDDHH} hash per-hour counters of a scope (8 days)
 qrs:dash:{scope}:day:{YYYYMMDD} hash    per-day counters and wait/run histograms of a scope (400 days)
 qrs:dash:{scope}:status:{s}     zset    the scope's job ids in state s, scored by creation time
+qrs:dash:{scope}:status:{s}:{b} zset    the same, on backend b only (state + backend filter, no ZINTERSTORE)
 qrs:dash:all:jobs[:{f}:{v}]     zset    every instance's job ids (f: backend or program)
 qrs:dash:usage:{YYYY-MM}        hash    instance -> simulation seconds that month
 qrs:dash:runs:{backend}         list    the backend's latest running times (seconds), newest first
@@ -133,8 +134,11 @@ def dash_day(scope: str, day: str) -> str:
     return f"{PREFIX}dash:{scope}:day:{day}"
 
 
-def dash_status(scope: str, status: str) -> str:
-    return f"{PREFIX}dash:{scope}:status:{status}"
+def dash_status(scope: str, status: str, backend: str | None = None) -> str:
+    """The scope's jobs in ``status`` (on ``backend`` only, if given)."""
+    if backend is None:
+        return f"{PREFIX}dash:{scope}:status:{status}"
+    return f"{PREFIX}dash:{scope}:status:{status}:{part(backend)}"
 
 
 def dash_all_jobs(field: str | None = None, value: str | None = None) -> str:

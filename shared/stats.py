@@ -18,7 +18,8 @@ Dashboard, per *scope* (one instance, and ``all``: every instance; see ``shared/
   ended), ``wait_s|{b}`` / ``waited|{b}`` (queue wait of the jobs that started), and in the day
   hash only the log-spaced histograms ``wh|{b}|{i}`` (wait) and ``rh|{b}|{i}`` (run) and, for
   ``all``, ``worker_s|{worker}``. A job counts in the bucket of the moment of its change.
-* ``status:{status}`` zset: the scope's job ids in that state (the dashboard's state filter).
+* ``status:{status}`` and ``status:{status}:{backend}`` zsets: the scope's job ids in that state
+  (on that backend): the dashboard's state filter, and state + backend in one set.
 
 Deployment-wide: ``qrs:dash:all:jobs[:{backend|program}:{v}]`` (the operator's job listing across
 instances), ``qrs:dash:usage:{YYYY-MM}`` (instance -> simulation seconds) and
@@ -143,7 +144,11 @@ def record_created(pipe: Pipeline, record: JobRecord) -> None:
         keys.dash_all_jobs("backend", record.backend),
         keys.dash_all_jobs("program", record.program_id),
     ]
-    status_keys = [keys.dash_status(scope, record.status.value) for scope in _scopes(record)]
+    status_keys = [
+        keys.dash_status(scope, record.status.value, backend)
+        for scope in _scopes(record)
+        for backend in (None, record.backend)
+    ]
     for key in all_keys + status_keys:
         pipe.zadd(key, {record.id: record.created})
     _register(pipe, all_keys + status_keys, record.created)
@@ -165,14 +170,17 @@ def record_change(pipe: Pipeline, old: JobRecord, new: JobRecord, now: float | N
         return
     now = time.time() if now is None else now
     backend = new.backend
+    moved = []
     for scope in _scopes(new):
-        pipe.zrem(keys.dash_status(scope, old.status.value), new.id)
-        pipe.zadd(keys.dash_status(scope, new.status.value), {new.id: new.created})
+        for on in (None, backend):
+            pipe.zrem(keys.dash_status(scope, old.status.value, on), new.id)
+            pipe.zadd(keys.dash_status(scope, new.status.value, on), {new.id: new.created})
+            moved.append(keys.dash_status(scope, new.status.value, on))
         pipe.hincrby(keys.dash_now(scope), f"state|{old.status.value}", -1)
         pipe.hincrby(keys.dash_now(scope), f"backend|{backend}|{old.status.value}", -1)
         pipe.hincrby(keys.dash_now(scope), f"state|{new.status.value}", 1)
         pipe.hincrby(keys.dash_now(scope), f"backend|{backend}|{new.status.value}", 1)
-    _register(pipe, [keys.dash_status(scope, new.status.value) for scope in _scopes(new)], new.created)
+    _register(pipe, moved, new.created)
     fields: dict[str, float] = {}
     day_only: dict[str, float] = {}
     if new.status == JobStatus.RUNNING and old.status == JobStatus.QUEUED:
@@ -210,6 +218,7 @@ def record_deleted(pipe: Pipeline, record: JobRecord) -> None:
         pipe.zrem(key, record.id)
     for scope in _scopes(record):
         pipe.zrem(keys.dash_status(scope, record.status.value), record.id)
+        pipe.zrem(keys.dash_status(scope, record.status.value, record.backend), record.id)
         pipe.hincrby(keys.dash_now(scope), f"state|{record.status.value}", -1)
         pipe.hincrby(keys.dash_now(scope), f"backend|{record.backend}|{record.status.value}", -1)
 

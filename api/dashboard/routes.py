@@ -381,18 +381,21 @@ def _listing_sets(request: Request, viewer: Viewer) -> list[str]:
     if instance is None:
         if q.get("tag") or q.get("session_id"):
             raise InvalidRequest("Filtering by tag or session needs instance=.")
-        if q.get("backend"):
+        if status:  # with a backend, one set holds both (shared/stats.py)
+            sets.append(keys.dash_status(keys.ALL_SCOPE, status, q.get("backend") or None))
+        elif q.get("backend"):
             sets.append(keys.dash_all_jobs("backend", q["backend"]))
         if q.get("program"):
             sets.append(keys.dash_all_jobs("program", q["program"]))
-        if status:
-            sets.append(keys.dash_status(keys.ALL_SCOPE, status))
         return sets or [keys.dash_all_jobs()]
-    for field, param in (("backend", "backend"), ("program", "program"), ("tag", "tag"), ("session", "session_id")):
+    if status:
+        sets.append(keys.dash_status(keys.dash_scope(instance), status, q.get("backend") or None))
+    fields = (("program", "program"), ("tag", "tag"), ("session", "session_id"))
+    if not status:
+        fields = (("backend", "backend"), *fields)
+    for field, param in fields:
         if q.get(param):
             sets.append(keys.job_filter(instance, field, q[param]))
-    if status:
-        sets.append(keys.dash_status(keys.dash_scope(instance), status))
     return sets or [keys.instance_jobs(instance)]
 
 

@@ -162,6 +162,10 @@ async def test_instance_key_sees_only_its_instance(guarded: dict[str, httpx.Asyn
     assert [j["id"] for j in (await a.get("/dashboard/api/jobs")).json()["jobs"]] == ["a-job"]
     assert {j["id"] for j in (await ops.get("/dashboard/api/jobs")).json()["jobs"]} == {"a-job", "b-job", "b-queued"}
     assert (await a.get("/dashboard/api/jobs?id=b-job")).json()["jobs"] == []
+    failed_here = (await a.get("/dashboard/api/jobs?status=Failed&backend=fake_manila")).json()
+    assert [j["id"] for j in failed_here["jobs"]] == ["a-job"]
+    assert (await b.get("/dashboard/api/jobs?status=Failed&backend=fake_manila")).json()["count"] == 0
+    assert (await b.get("/dashboard/api/jobs?status=Queued&backend=fake_manila")).json()["count"] == 1
     assert (await a.get("/dashboard/api/jobs/b-job")).status_code == 404
     assert (await a.get(f"/dashboard/api/jobs?instance={B}")).status_code == 403
     assert (await a.get(f"/dashboard/api/overview?instance={B}")).status_code == 403
