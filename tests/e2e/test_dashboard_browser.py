@@ -123,6 +123,8 @@ def test_submitted_job_appears_and_turns_completed_without_reload(server, browse
     browser.execute_script("window.notReloaded = true")
     service = _service(server, monkeypatch, "alice")
     backend = service.backend("fake_manila")
+    # The status with its extra estimated_wait_seconds still parses in the client.
+    assert backend.status().operational and backend.status().pending_jobs >= 0
     job = SamplerV2(mode=backend).run([bell(backend)], shots=200)
     wait_until(lambda: job.job_id() in _rows(browser), 5, "the job's row")
     job.result()
