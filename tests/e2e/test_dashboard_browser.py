@@ -180,6 +180,22 @@ def test_instance_key_sees_only_its_jobs(server, browser, monkeypatch) -> None: 
     wait_until(lambda: {alice_job.job_id(), bob_job.job_id()} <= set(_rows(browser)), 5, "every job for ops")
 
 
+def test_a_batch_link_lists_its_jobs(server, browser, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from qiskit_ibm_runtime import Batch, SamplerV2
+
+    service = _service(server, monkeypatch, "alice")
+    backend = service.backend("fake_manila")
+    with Batch(backend=backend) as batch:
+        jobs = [SamplerV2(mode=batch).run([bell(backend)], shots=50) for _ in range(2)]
+        for job in jobs:
+            job.result()
+    _open(browser, server, "ops", "view=jobs")
+    wait_until(lambda: jobs[0].job_id() in _rows(browser), 5, "the batch's job")
+    browser.find_element("link text", batch.session_id).click()
+    wait_until(lambda: "session_id=" in browser.current_url, 5, "the session filter in the URL")
+    wait_until(lambda: set(_rows(browser)) == {j.job_id() for j in jobs}, 5, "only the batch's jobs")
+
+
 def test_main_views_render(server, browser) -> None:  # type: ignore[no-untyped-def]
     for view in ("overview", "queue", "workers"):
         _open(browser, server, "ops", f"view={view}")

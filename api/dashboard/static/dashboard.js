@@ -200,7 +200,16 @@ function jobRow(job) {
   link.textContent = job.id;
   cell(tr, link);
   cell(tr, job.status, "status status-" + job.status);
-  [job.backend, job.program, job.instance, job.created, job.worker, job.reason].forEach((v) => cell(tr, v));
+  [job.backend, job.program, job.instance].forEach((v) => cell(tr, v));
+  let session = "";
+  if (job.session_id) {
+    // A session's (or batch's) jobs: the table filtered by it, within the job's instance.
+    session = document.createElement("a");
+    session.href = "?" + new URLSearchParams({ view: "jobs", instance: job.instance, session_id: job.session_id, sort: "asc" });
+    session.textContent = job.session_id;
+  }
+  cell(tr, session);
+  [job.created, job.worker, job.reason].forEach((v) => cell(tr, v));
   return tr;
 }
 
