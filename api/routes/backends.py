@@ -81,8 +81,8 @@ async def properties(request: Request) -> Response:
 async def status(request: Request) -> Response:
     """``GET /backends/{name}/status``: always operational; ``length_queue`` counts the pending
     jobs of the device under all its names; ``estimated_wait_seconds`` (an extra field: the
-    client's ``backend_status`` copies only the fields it knows, so it is ignored there) is the wait of a job submitted now, ``None`` without a
-    live worker (api/dashboard/estimates.py)."""
+    client's ``backend_status`` copies only the fields it knows, so it is ignored there) is
+    the wait of a job submitted now, ``None`` without a live worker (api/dashboard/estimates.py)."""
     authenticate(request)
     name = request.path_params["name"]
     catalog = app_state(request)["catalog"]
