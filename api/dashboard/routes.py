@@ -234,7 +234,7 @@ async def percentile_view(request: Request) -> Response:
 
 
 async def queue_view(request: Request) -> Response:
-    """``GET /dashboard/api/queue``: per backend with jobs ``{"backend", "queued", "running",
+    """``GET /dashboard/api/queue``: per backend with jobs or recent runs ``{"backend", "queued", "running",
     "mean_run_seconds", "estimated_wait_seconds", "estimated_turnaround_seconds"}`` and a summary
     (total queued and running, workers, the estimated wait of a new job, the backends with the
     longest and shortest estimated turnaround, the age of the oldest queued job the caller may see).
@@ -246,7 +246,9 @@ async def queue_view(request: Request) -> Response:
     served = state["catalog"].names(include_mocks=False)
     est = await queue_estimate(state["pool"], served)
     rows = []
-    for backend in sorted(set(est.queued) | set(est.running)):
+    # Backends with jobs now, and those with recent running times (their turnaround is known).
+    recent = {b for b, mean in est.mean_run.items() if mean is not None}
+    for backend in sorted(set(est.queued) | set(est.running) | recent):
         rows.append(
             {
                 "backend": backend,

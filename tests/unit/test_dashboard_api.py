@@ -116,6 +116,8 @@ async def test_queue_view_estimates_the_wait(client: httpx.AsyncClient) -> None:
     redis = client.app_state["pool"]  # type: ignore[attr-defined]
     for i in range(2):
         await _job(store, f"done{i}", end="Completed")
+    idle = (await client.get("/dashboard/api/queue")).json()["backends"]
+    assert [(r["backend"], r["queued"]) for r in idle] == [("fake_manila", 0)]  # known from its recent runs
     for i in range(4):
         await _job(store, f"q{i}")
     queue = (await client.get("/dashboard/api/queue")).json()
