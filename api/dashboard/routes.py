@@ -392,7 +392,7 @@ def _listing_sets(request: Request, viewer: Viewer) -> list[str]:
         return sets or [keys.dash_all_jobs()]
     if status:
         sets.append(keys.dash_status(keys.dash_scope(instance), status, q.get("backend") or None))
-    fields = (("program", "program"), ("tag", "tag"), ("session", "session_id"))
+    fields: tuple[tuple[str, str], ...] = (("program", "program"), ("tag", "tag"), ("session", "session_id"))
     if not status:
         fields = (("backend", "backend"), *fields)
     for field, param in fields:
