@@ -5,7 +5,7 @@ Request path::
     client ─HTTP─> uvicorn with api/server.py's protocol (deadlines, head size, IBM-format parse errors)
                    -> PrefixMiddleware (any ".../api/v1" prefix -> "/api/v1", no trailing slash, query length)
                    -> Router: /identity/token, /search/..., /catalog/..., /openapi.json,
-                      /api/v1/{backends,jobs,sessions,instances}
+                      /api/v1/{backends,jobs,sessions,instances}, /dashboard (page, /dashboard/api, WS /dashboard/ws)
                    -> handler (api/routes/*.py; bodies through api/body.py) -> JobStore (Redis) -> arq queue
 """
 
@@ -29,6 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qiskit_runtime_server.api import auth
 from qiskit_runtime_server.api.access import load_policy
+from qiskit_runtime_server.api.dashboard import live, page
+from qiskit_runtime_server.api.dashboard import routes as dashboard
 from qiskit_runtime_server.api.finished import FinishedJobs
 from qiskit_runtime_server.api.openapi import openapi_document
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse, error_response
@@ -157,6 +159,9 @@ def create_app(
                 finished = FinishedJobs(redis)
                 await finished.start()
                 stack.push_async_callback(finished.stop)
+                hub = live.LiveHub(redis)
+                await hub.start()
+                stack.push_async_callback(hub.stop)
                 store = JobStore(redis, settings.job_retention)
                 state: AppState = {
                     "settings": settings,
@@ -167,6 +172,7 @@ def create_app(
                     "finished": finished,
                     "access": access,
                     "sessions": SessionStore(redis, store),
+                    "live": hub,
                 }
                 if on_ready is not None:
                     on_ready()
@@ -189,6 +195,10 @@ def create_app(
         Route("/v3/resources/search", auth.search_resources, methods=["POST"]),
         Route("/catalog/{plan_id}", auth.catalog_plan),
         Mount(API_PREFIX, routes=runtime_routes),
+        # The operator's dashboard (api/dashboard): page, static files, analytics API, live feed.
+        *page.routes,
+        Mount("/dashboard/api", routes=dashboard.routes),
+        *live.routes,
     ]
     # The document describes every route, its own included, so it is encoded once they exist.
     document = msgspec.json.encode(openapi_document(routes, _version()))

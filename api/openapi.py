@@ -82,6 +82,24 @@ _JOB_LIST_PARAMETERS = [
 ]
 
 
+_INSTANCE = _query("instance", _STRING, "only this instance (one the caller may see)")
+_DAYS = _query("days", {"type": "integer", "minimum": 1, "maximum": 400}, "window: the last N UTC days (default 1)")
+_DASHBOARD_JOB_FILTERS = [
+    _query("status", {"type": "string", "enum": ["Queued", "Running", "Completed", "Failed", "Cancelled"]}, "state"),
+    _query("backend", _STRING, "only this backend's jobs"),
+    _query("program", _STRING, "only this program's jobs"),
+    _INSTANCE,
+    _query("tag", _STRING, "jobs carrying this tag (needs instance)"),
+    _query("session_id", _STRING, "only this session's jobs (needs instance)"),
+    _query("created_after", _TIMESTAMP, "inclusive lower bound on creation time"),
+    _query("created_before", _TIMESTAMP, "inclusive upper bound on creation time"),
+    _query("id", _STRING, "just this job"),
+    _query("sort", {"type": "string", "enum": ["asc", "desc"]}, "creation order (default desc)"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size (default 50)"),
+    _query("offset", {"type": "integer", "minimum": 0}, "jobs skipped"),
+]
+
+
 def _json_body(schema: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": {"$ref": _REF.format(name=schema)}}}}
 
@@ -132,6 +150,45 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("DELETE", "/api/v1/sessions/{session_id}/close"): {"summary": "Close now, cancel the queued jobs (204)."},
     ("GET", "/api/v1/instances/usage"): {"summary": "The instance's usage this month."},
+    ("GET", "/dashboard"): {"summary": "The dashboard page (HTML; its live feed is the WebSocket /dashboard/ws).",
+                            "auth": False, "media": "text/html"},
+    ("GET", "/dashboard/api/overview"): {
+        "summary": "Jobs per state now and this hour, throughput, workers live and busy by device.",
+        "query": [_INSTANCE],
+    },
+    ("GET", "/dashboard/api/trends"): {
+        "summary": "Jobs created, started and ended per hour or day (UTC buckets, oldest first).",
+        "query": [
+            _query("unit", {"type": "string", "enum": ["hour", "day"]}, "bucket size (default hour)"),
+            _query("count", {"type": "integer", "minimum": 1, "maximum": 400}, "buckets (hour <= 168, day <= 400)"),
+            _INSTANCE,
+        ],
+    },
+    ("GET", "/dashboard/api/status-distribution"): {
+        "summary": "Jobs per state, overall and per backend.",
+        "query": [_INSTANCE],
+    },
+    ("GET", "/dashboard/api/backends"): {
+        "summary": "Per-backend utilisation and comparison: jobs, success rate, busy time, wait and run times.",
+        "query": [_DAYS, _INSTANCE],
+    },
+    ("GET", "/dashboard/api/queue"): {
+        "summary": "Queue per backend with estimated wait and turnaround; longest and shortest wait.",
+        "query": [_INSTANCE],
+    },
+    ("GET", "/dashboard/api/percentiles"): {
+        "summary": "Wait and run time percentiles (p50, p90, p95, p99) in seconds.",
+        "query": [_DAYS, _query("backend", _STRING, "only this backend"), _INSTANCE],
+    },
+    ("GET", "/dashboard/api/usage"): {
+        "summary": "Simulation seconds per instance in a month.",
+        "query": [_query("month", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}, "YYYY-MM (default: now)")],
+    },
+    ("GET", "/dashboard/api/workers"): {"summary": "Live workers: device, current job, jobs done, heartbeat."},
+    ("GET", "/dashboard/api/jobs"): {"summary": "The dashboard's jobs table.", "query": _DASHBOARD_JOB_FILTERS},
+    ("GET", "/dashboard/api/jobs/{job_id}"): {
+        "summary": "One job: timestamps, attempts, worker, options, logs, failure reason.",
+    },
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict, cast
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from arq.connections import ArqRedis
 from starlette.requests import HTTPConnection
@@ -13,6 +13,9 @@ from qiskit_runtime_server.shared.backends import BackendCatalog
 from qiskit_runtime_server.shared.sessions import SessionStore
 from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.shared.store import JobStore
+
+if TYPE_CHECKING:  # live.py reads the state through app_state: a run-time import would be circular
+    from qiskit_runtime_server.api.dashboard.live import LiveHub
 
 
 class AppState(TypedDict):
@@ -26,6 +29,7 @@ class AppState(TypedDict):
     finished: FinishedJobs
     access: AccessPolicy
     sessions: SessionStore
+    live: LiveHub
 
 
 

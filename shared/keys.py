@@ -30,6 +30,16 @@ qrs:workers                     zset    worker ids, scored by their last heartbe
 qrs:worker:{id}                 string  WorkerInfo (msgspec JSON), expires when heartbeats stop
 qrs:stats:jobs                  hash    counters of finished jobs and duration histogram buckets
 qrs:sweep-lock                  string  held by the worker running the orphan sweep (one lease)
+qrs:job-events                  channel one JSON object per job state change (shared/stats.py)
+qrs:dash:{scope}:now            hash    jobs per state (and per backend and state) of a scope:
+                                        an instance, or ``all`` (shared/stats.py)
+qrs:dash:{scope}:hour:{YYYYMMDDHH} hash per-hour counters of a scope (8 days)
+qrs:dash:{scope}:day:{YYYYMMDD} hash    per-day counters and wait/run histograms of a scope (400 days)
+qrs:dash:{scope}:status:{s}     zset    the scope's job ids in state s, scored by creation time
+qrs:dash:{scope}:status:{s}:{b} zset    the same, on backend b only (state + backend filter, no ZINTERSTORE)
+qrs:dash:all:jobs[:{f}:{v}]     zset    every instance's job ids (f: backend or program)
+qrs:dash:usage:{YYYY-MM}        hash    instance -> simulation seconds that month
+qrs:dash:runs:{backend}         list    the backend's latest running times (seconds), newest first
 """
 
 from __future__ import annotations
@@ -47,6 +57,10 @@ JOB_STATS = f"{PREFIX}stats:jobs"
 PENDING_PATTERN = f"{PREFIX}pending:*"
 INDEXES = f"{PREFIX}indexes"
 OPEN_SESSIONS = f"{PREFIX}sessions:open"
+# Pub/sub channel of job state changes (JSON: id, instance, backend, program, status, times).
+JOB_EVENTS_CHANNEL = f"{PREFIX}job-events"
+# The dashboard scope that aggregates every instance.
+ALL_SCOPE = "all"
 
 
 def part(value: str) -> str:
@@ -101,3 +115,42 @@ def usage(instance: str, period: str) -> str:
 
 def worker(worker_id: str) -> str:
     return f"{PREFIX}worker:{part(worker_id)}"
+
+
+def dash_scope(instance: str | None) -> str:
+    """The dashboard scope of ``instance``; ``None`` is every instance (``all``, never an encoded CRN)."""
+    return ALL_SCOPE if instance is None else "i=" + part(instance)
+
+
+def dash_now(scope: str) -> str:
+    return f"{PREFIX}dash:{scope}:now"
+
+
+def dash_hour(scope: str, hour: str) -> str:
+    return f"{PREFIX}dash:{scope}:hour:{hour}"
+
+
+def dash_day(scope: str, day: str) -> str:
+    return f"{PREFIX}dash:{scope}:day:{day}"
+
+
+def dash_status(scope: str, status: str, backend: str | None = None) -> str:
+    """The scope's jobs in ``status`` (on ``backend`` only, if given)."""
+    if backend is None:
+        return f"{PREFIX}dash:{scope}:status:{status}"
+    return f"{PREFIX}dash:{scope}:status:{status}:{part(backend)}"
+
+
+def dash_all_jobs(field: str | None = None, value: str | None = None) -> str:
+    """Every instance's jobs, or those whose ``field`` (backend, program) is ``value``."""
+    if field is None or value is None:
+        return f"{PREFIX}dash:all:jobs"
+    return f"{PREFIX}dash:all:jobs:{field}:{part(value)}"
+
+
+def dash_usage(period: str) -> str:
+    return f"{PREFIX}dash:usage:{period}"
+
+
+def dash_runs(backend: str) -> str:
+    return f"{PREFIX}dash:runs:{part(backend)}"

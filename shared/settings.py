@@ -46,6 +46,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Access control (README "Jobs, sessions and access control"): unset means open mode (any key, any instance).
     # QRS_API_KEYS: "key1=crn1,crn2;key2=crn3"; QRS_ACCESS_FILE: a JSON file (both may be set).
     api_keys: str | None = None
+    # Operator keys (comma-separated): the dashboard shows them every instance (README "Dashboard").
+    admin_keys: str | None = None
     access_file: str | None = None
     # Seconds a finished job (record, params, result, logs) and a closed session are kept;
     # 0 keeps them forever. Default: 30 days.

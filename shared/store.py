@@ -104,6 +104,7 @@ class JobStore:
                     pipe.set(keys.job(record.id), _encode(record))
                     pipe.set(keys.job_params(record.id), params)
                     job_index.add_commands(pipe, record)
+                    stats.record_created(pipe, record)
                     pipe.sadd(keys.pending(record.backend), record.id)
                     if queue_name is not None:
                         queue_commands(pipe, queue_name, record.id, getattr(self.redis, "job_serializer", None))
@@ -184,6 +185,7 @@ class JobStore:
             # KEEPTTL: a tag change on a finished job must not make it permanent again.
             pipe.set(keys.job(job_id), _encode(new), keepttl=True)
             job_index.update_commands(pipe, old, new)
+            stats.record_change(pipe, old, new)
             if log:
                 pipe.rpush(keys.job_logs(job_id), *log)
                 pipe.ltrim(keys.job_logs(job_id), -MAX_LOG_LINES, -1)
@@ -318,6 +320,7 @@ class JobStore:
             pipe.delete(*_job_keys(job_id))
             pipe.srem(keys.pending(record.backend), job_id)
             job_index.remove_commands(pipe, record)
+            stats.record_deleted(pipe, record)
             return True
 
         return bool(await self._transact(job_id, write))

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from qiskit_runtime_server.api.auth import authenticate
+from qiskit_runtime_server.api.dashboard.estimates import queue_estimate
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse
 from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared import keys
@@ -79,7 +80,9 @@ async def properties(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     """``GET /backends/{name}/status``: always operational; ``length_queue`` counts the pending
-    jobs of the device under all its names."""
+    jobs of the device under all its names; ``estimated_wait_seconds`` (an extra field: the
+    client's ``backend_status`` copies only the fields it knows, so it is ignored there) is
+    the wait of a job submitted now, ``None`` without a live worker (api/dashboard/estimates.py)."""
     authenticate(request)
     name = request.path_params["name"]
     catalog = app_state(request)["catalog"]
@@ -87,6 +90,7 @@ async def status(request: Request) -> Response:
     queue = 0
     for other in catalog.same_queue(name):
         queue += await app_state(request)["store"].pending_count(other)
+    wait = (await queue_estimate(app_state(request)["pool"], [name])).wait_seconds
     return MsgspecResponse(
         {
             "state": True,
@@ -94,6 +98,7 @@ async def status(request: Request) -> Response:
             "message": "available",
             "length_queue": queue,
             "backend_version": str(backend.configuration.get("backend_version", "1.0.0")),
+            "estimated_wait_seconds": None if wait is None else round(wait, 3),
         }
     )
 

@@ -108,7 +108,9 @@ async def test_expired_jobs_leave_every_index_without_a_keyspace_scan(
     monkeypatch.setattr(job_index, "TRIM_INTERVAL", 0.0)
     removed = await job_index.trim(redis, 1, time.time())
     # done: all, backend, program, tag, session, state=final; late: the same but no session.
-    assert removed == 6 + 5
+    # Each also leaves the dashboard's 7 sets (all instances: all, backend, program; per instance
+    # and for all: state, state+backend; shared/stats.py).
+    assert removed == 6 + 5 + 2 * 7
     ids, count = await job_index.find(redis, JobQuery(instance=INSTANCE))
     assert (ids, count) == (["live"], 1)
     assert await job_index.session_job_ids(redis, INSTANCE, "s1") == ["live"]
