@@ -123,3 +123,39 @@ def test_worker_health_probe_is_silent(real_redis_url: str) -> None:
     )
     assert probe.returncode == 1  # no worker of this host is registered in the test database
     assert probe.stdout == "" and probe.stderr == ""
+
+
+async def test_sigterm_hand_back_through_arq_leaves_the_job_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """arq's own SIGTERM path: grace, cancel, on_job_end, finish_job, shutdown hook."""
+    import dataclasses
+    import signal
+
+    from qiskit_runtime_server.shared.queue import RUN_JOB, connect, enqueue_run
+
+    pool = await connect(None)  # ArqRedis on fakeredis
+    settings = load_settings({"QRS_WORKER_ID": "w1", "QRS_JOB_LEASE": "3", "QRS_SHUTDOWN_GRACE": "1"})
+    worker = build_worker(settings, pool, embedded=True)
+    started = asyncio.Event()
+
+    async def busy_job(ctx, job_id):  # type: ignore[no-untyped-def]
+        await ctx["store"].start(job_id, ctx["worker_id"], 1)
+        started.set()
+        await asyncio.sleep(60)
+
+    async def no_runner(ctx) -> None:  # type: ignore[no-untyped-def]
+        ctx.update(store=JobStore(pool), settings=settings, worker_id="w1")
+
+    worker.functions[RUN_JOB] = dataclasses.replace(worker.functions[RUN_JOB], coroutine=busy_job)
+    monkeypatch.setattr(worker, "on_startup", no_runner)
+    monkeypatch.setattr(worker, "on_shutdown", None)
+    store = JobStore(pool)
+    await store.create(_record("j4"), b"{}")
+    await enqueue_run(pool, settings.queue_name, "j4")
+    run = asyncio.create_task(worker.async_run())
+    await asyncio.wait_for(started.wait(), 10)
+    worker.handle_sig_wait_for_completion(signal.SIGTERM)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, 10)
+    record = await store.get("j4")
+    assert record is not None and record.status is JobStatus.QUEUED
+    assert await pool.zscore(settings.queue_name, "j4") is not None  # still in arq's queue
