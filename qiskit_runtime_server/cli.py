@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import AsyncIterator
 
@@ -132,12 +133,15 @@ def main(argv: list[str] | None = None) -> None:
     host = getattr(args, "sub_host", None) or args.host
     port = getattr(args, "sub_port", None) or args.port
     settings = load_settings(host=host, port=port)
-    worker_id = settings.effective_worker_id if args.command != "api" else None
-    configure_logging(settings.log_level, settings.log_format, worker_id)
     if args.command in ("api", "worker", "worker-health") and settings.redis_url is None:
         sys.exit(f"qiskit-runtime-server {args.command}: set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     if args.command == "worker-health":
+        # A probe every 15 s: no log lines (it is not a worker, it has no worker id); the exit
+        # status is its answer, and only errors (Redis unreachable) are printed.
+        logging.disable(logging.WARNING)
         sys.exit(_worker_health(settings))
+    worker_id = settings.effective_worker_id if args.command != "api" else None
+    configure_logging(settings.log_level, settings.log_format, worker_id)
     if args.command != "api":
         from qiskit_runtime_server.shared.routing import worker_class
         from qiskit_runtime_server.worker.device import DeviceUnavailable, require_device

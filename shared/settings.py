@@ -8,6 +8,7 @@ and checked by msgspec, so a wrong value fails at start-up with the variable's n
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 
 import msgspec
@@ -128,7 +129,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
 
     @property
     def effective_worker_id(self) -> str:
-        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        """``QRS_WORKER_ID``, else ``{hostname}-{pid}-{6 hex digits}``, fixed for this process.
+
+        The random part: in a container the pid repeats on every start (``init: true`` gives
+        the worker pid 7), so hostname and pid alone let a restarted worker take over the
+        registry entry (and look like the owner of the jobs) of the one that died.
+        """
+        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}-{_process_suffix()}"
+
+
+_SUFFIXES: dict[int, str] = {}
+
+
+def _process_suffix() -> str:
+    """Random hex digits drawn once per process (a forked child draws its own: keyed by pid)."""
+    return _SUFFIXES.setdefault(os.getpid(), secrets.token_hex(3))
 
 
 def load_settings(environ: dict[str, str] | None = None, **overrides: object) -> Settings:

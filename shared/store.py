@@ -254,6 +254,24 @@ class JobStore:
 
         return await self._update(job_id, change, log=log)
 
+    async def requeue(self, job_id: str, worker_id: str | None = None, log: Sequence[str] = ()) -> JobRecord | None:
+        """Move a ``Running`` job back to ``Queued`` (appending ``log``): it waits in the queue again.
+
+        Used when a job is handed back (its worker stopped on SIGTERM, or its simulation process
+        could not take it) and by the orphan sweep for a job waiting out a dead worker's lease,
+        so the client sees ``QUEUED`` (IBM's state while a job waits) until a worker takes it
+        and :meth:`start` makes it ``Running`` again. With ``worker_id``, only a job that worker
+        still holds is moved. ``None`` when nothing changed (not running, held by another
+        worker, final or gone).
+        """
+
+        def change(record: JobRecord) -> JobRecord | None:
+            if record.status is not JobStatus.RUNNING or (worker_id is not None and record.worker_id != worker_id):
+                return None
+            return msgspec.structs.replace(record, status=JobStatus.QUEUED, worker_id=None)
+
+        return await self._update(job_id, change, log=log)
+
     async def finish(
         self,
         job_id: str,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 from typing import Any, cast
 
 import msgspec
@@ -12,6 +14,7 @@ from arq.connections import ArqRedis, log_redis_info
 from arq.typing import WorkerCoroutine
 from arq.worker import func
 from redis import exceptions as redis_errors
+from redis.exceptions import RedisError
 
 from qiskit_runtime_server.shared.logs import job_id_var
 from qiskit_runtime_server.shared.queue import RUN_JOB
@@ -19,7 +22,7 @@ from qiskit_runtime_server.shared.routing import Router, worker_class
 from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.shared.store import JobStore
 from qiskit_runtime_server.worker.doorbell import Doorbell
-from qiskit_runtime_server.worker.heartbeat import Heartbeat
+from qiskit_runtime_server.worker.heartbeat import Heartbeat, finish_despite_cancellation
 from qiskit_runtime_server.worker.leases import LeaseKeeper
 from qiskit_runtime_server.worker.recovery import OrphanSweeper
 from qiskit_runtime_server.worker.runner import ProgramRunner
@@ -85,6 +88,29 @@ class QrsWorker(Worker):
             logger.warning("Redis connection lost while claiming a job (%s); retrying", exc)
             self._release_sem_dec_counter_on_complete()
 
+    async def close(self) -> None:
+        """arq's ``close`` (arq 0.28), also after a job task ended cancelled.
+
+        arq gathers the job tasks, and one cancelled while in arq's shielded ``finish_job``
+        makes that gather raise, skipping the shutdown hook (the worker then stayed listed in
+        ``/workers`` for a lease). Their ends are awaited here without raising.
+        """
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)  # embedded: cancel the running job, as arq does
+        if self._pool is None:
+            return
+        if self.tasks:
+            await asyncio.wait(list(self.tasks.values()))
+            for task in self.tasks.values():
+                if not task.cancelled() and task.exception() is not None:
+                    logger.error("job task failed at shutdown", exc_info=task.exception())
+            self.tasks.clear()
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
+
 
 class EmbeddedWorker(QrsWorker):
     """The worker that runs on fakeredis inside the API process (``INFO`` is not in fakeredis)."""
@@ -144,11 +170,31 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
         await heartbeat.beat_now()
 
     async def job_end(ctx: dict[str, Any]) -> None:
-        await leases.release(ctx["job_id"])
-        # Not a job done: handed back until its session's turn (worker/tasks.py), or forwarded.
-        if not ctx.get("waiting_turn") and ctx["job_id"] not in forwarded:
+        # arq hands the job back (finish_job) only after this hook returns, so the hook runs to
+        # its end even when the job's task is cancelled again in it (SIGTERM); the job's own
+        # cancellation was already taken by arq, so nothing more is raised.
+        await finish_despite_cancellation(end_of_job(ctx))
+
+    async def end_of_job(ctx: dict[str, Any]) -> None:
+        job_id = ctx["job_id"]
+        await leases.release(job_id)
+        try:
+            # Still Running on this worker: the task ended without a final state, so arq keeps
+            # the job queued (SIGTERM hand-back, a retry) or the orphan sweep queues it again.
+            handed_back = await ctx["store"].requeue(
+                job_id, worker_id, log=[f"{_now()} WARNING job {job_id} handed back to the queue by worker {worker_id}"]
+            )
+        except RedisError as exc:
+            logger.warning("could not mark job %s queued again: %s", job_id, exc)
+            handed_back = None
+        # Not a job done: handed back until its session's turn (worker/tasks.py), or forwarded
+        # to its device class's queue (shared/routing.py).
+        if handed_back is None and not ctx.get("waiting_turn") and job_id not in forwarded:
             heartbeat.jobs_done += 1
         await heartbeat.beat_now()
+
+    def _now() -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     cls = EmbeddedWorker if embedded else QrsWorker
     worker = cls(

@@ -12,6 +12,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -22,6 +24,33 @@ from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.worker.leases import LeaseKeeper
 
 logger = logging.getLogger("qrs.worker")
+
+
+async def finish_despite_cancellation(work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work`` to its end even if the calling task is cancelled, once or more, meanwhile.
+
+    arq cancels a job's task on SIGTERM, and on some Pythons (Debian's 3.11.2: ``wait_for``
+    passes the cancellation on late) the cancellation lands in the ``on_job_end`` hook, in the
+    middle of a Redis round trip; the hook then never finished and arq never handed the job
+    back. ``work`` runs as its own task behind :func:`asyncio.shield`.
+
+    Returns:
+        ``True`` when the caller was cancelled meanwhile (the cancellation is absorbed and
+        ``Task.uncancel`` is called, so the caller decides whether to raise it again).
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(task)
+            return cancelled
+        except asyncio.CancelledError:
+            if task.done():  # the work itself was cancelled (loop shutting down)
+                return True
+            cancelled = True
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
 
 
 class Heartbeat:
@@ -50,7 +79,16 @@ class Heartbeat:
         await workers.publish(self.redis, info, ttl=self.settings.job_lease)
 
     async def beat_now(self) -> None:
-        """:meth:`beat`, best effort: arq's job hooks must not fail on a Redis hiccup."""
+        """:meth:`beat`, best effort: arq's job hooks must not fail on a Redis hiccup.
+
+        Also not on a cancellation: the publish runs to its end even when the calling task is
+        cancelled meanwhile (see :func:`finish_despite_cancellation`), and that cancellation is
+        raised again afterwards, for the caller to take or pass on.
+        """
+        if await finish_despite_cancellation(self._beat_logged()):
+            raise asyncio.CancelledError
+
+    async def _beat_logged(self) -> None:
         try:
             await self.beat()
         except RedisError as exc:

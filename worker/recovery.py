@@ -62,17 +62,29 @@ async def requeue_orphans(
     store = JobStore(pool)
     requeued: list[str] = []
     for job_id in await pending_job_ids(pool, catalog_backends() if backends is None else backends):
-        if await pool.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id):
+        if await pool.exists(in_progress_key_prefix + job_id):
+            continue  # a live worker holds it
+        if await pool.exists(job_key_prefix + job_id):
+            # In arq's queue, held by nobody: its worker died and its lease expired, and no
+            # worker was free to take it yet. It reads Queued while it waits (Running again
+            # when a worker starts it).
+            if await store.requeue(job_id, log=[f"{_now()} WARNING job {job_id} lost its worker; queued again"]):
+                logger.warning("job %s lost its worker (lease expired); it is queued again", job_id)
             continue
         record = await store.get(job_id)
         if record is None or record.status.final or time.time() - record.created < min_age:
             continue
         # arq refuses to queue an id whose (failed) result it still keeps.
         await pool.delete(result_key_prefix + job_id)
+        await store.requeue(job_id)
         await enqueue_run(pool, queue_name, job_id)
         logger.warning("job %s was %s but not queued; queued it again", job_id, record.status.value)
         requeued.append(job_id)
     return requeued
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class OrphanSweeper:

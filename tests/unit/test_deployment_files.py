@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,27 @@ def test_worker_image_gpu_target_swaps_aer_for_aer_gpu() -> None:
     assert "nvidia/cuda" in (ROOT / "Dockerfile.worker").read_text()
     assert "pip uninstall -y qiskit-aer" in gpu and "AER_GPU_PACKAGE" in gpu
     assert "QRS_DEVICE=GPU" in gpu
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.api", "Dockerfile.worker"])
+def test_dockerfiles_build_offline_without_a_frontend_image(dockerfile: str) -> None:
+    # "# syntax=" makes BuildKit fetch a frontend image from a registry before building.
+    assert not re.search(r"^#\s*syntax\s*=", (ROOT / dockerfile).read_text(), flags=re.M | re.I)
+
+
+def test_one_client_version_for_both_images_within_pyproject_range() -> None:
+    from packaging.requirements import Requirement
+
+    defaults = {}
+    for dockerfile in ("Dockerfile.api", "Dockerfile.worker"):
+        text = (ROOT / dockerfile).read_text()
+        (default,) = re.findall(r"^ARG CLIENT_VERSION=(\S+)$", text, flags=re.M)
+        defaults[dockerfile] = default
+        assert '"qiskit-ibm-runtime==${CLIENT_VERSION}"' in text
+    assert len(set(defaults.values())) == 1
+    builds = [SERVICES["api"]["build"], SERVICES["worker"]["build"], *(s["build"] for s in GPU_SERVICES.values())]
+    args = {b["args"]["CLIENT_VERSION"] for b in builds}
+    assert args == {"${QRS_CLIENT_VERSION:-" + defaults["Dockerfile.api"] + "}"}
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (client,) = [Requirement(d) for d in pyproject["project"]["dependencies"] if d.startswith("qiskit-ibm-runtime")]
+    assert client.specifier.contains(defaults["Dockerfile.api"])
