@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from arq.connections import ArqRedis, create_pool
+from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -138,9 +139,11 @@ async def connect_with_deadline(redis_url: str, deadline: float) -> ArqRedis:
     settings = redis_settings(redis_url)
     settings.conn_timeout = max(0.1, deadline / 4)
     settings.retry = Retry(ExponentialBackoff(cap=0.1, base=0.05), 1)
-    pool = await create_pool(settings, retry=3)
-    pool.connection_pool.connection_kwargs["socket_timeout"] = max(0.1, deadline / 3)
-    await pool.connection_pool.disconnect()  # the start-up connection has no read time-out
+    probe = await create_pool(settings, retry=3)  # waits for Redis at start-up
+    source = probe.connection_pool
+    kwargs = {**source.connection_kwargs, "socket_timeout": max(0.1, deadline / 3)}
+    pool = ArqRedis(connection_pool=ConnectionPool(connection_class=source.connection_class, **kwargs))
+    await probe.aclose()
     return pool
 
 
