@@ -137,11 +137,11 @@ async def connect_with_deadline(redis_url: str, deadline: float) -> ArqRedis:
     so the API recovers by itself when Redis is back. Start-up still waits ~30 s for Redis.
     """
     settings = redis_settings(redis_url)
-    settings.conn_timeout = max(0.1, deadline / 4)
     settings.retry = Retry(ExponentialBackoff(cap=0.1, base=0.05), 1)
     probe = await create_pool(settings, retry=3)  # waits for Redis at start-up
     source = probe.connection_pool
-    kwargs = {**source.connection_kwargs, "socket_timeout": max(0.1, deadline / 3)}
+    bounds = {"socket_timeout": max(0.1, deadline / 3), "socket_connect_timeout": max(0.1, deadline / 4)}
+    kwargs = {**source.connection_kwargs, **bounds}
     pool = ArqRedis(connection_pool=ConnectionPool(connection_class=source.connection_class, **kwargs))
     await probe.aclose()
     return pool

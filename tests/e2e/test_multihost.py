@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -32,8 +33,9 @@ pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 
 LEASE = 3.0
 DEADLINE = 3.0
-# Long enough (~10-20 s of Aer here, two such jobs sharing 2 cores) that the cut-off worker is still running when its link is
-# back, so its late result reaches Redis while, or after, the other worker runs the job.
+# Long enough (~10-20 s of Aer here, two such jobs sharing 2 cores) that the cut-off worker is
+# still running when its link is back, so its late result reaches Redis while, or after, the
+# other worker runs the job.
 SHOTS = 30
 HOSTS = ["redis", "api", "w1", "w2", "client"]
 
@@ -192,26 +194,35 @@ def test_the_api_cut_off_from_redis_answers_503_fast_and_recovers(lab: Lab, serv
     wait_until(answers, 30, "the API to recover after the link came back")
     recovered = time.monotonic() - healed
     assert recovered < 15, f"recovered {recovered:.1f} s after the link came back"
+    print(f"\nAPI cut off from Redis: 503 after {took:.1f} s (deadline {DEADLINE:g} s), 200 {recovered:.1f} s after")
 
 
-def _rate(service, jobs: int) -> float:  # type: ignore[no-untyped-def]
+def _rate(lab: Lab, service, jobs: int) -> float:  # type: ignore[no-untyped-def]
+    """Jobs/s of ``jobs`` small jobs submitted at once, client's view (submission to last result)."""
     sampler = _sampler(service)
     circuit = bell(service.backend("fake_manila"))
     started = time.monotonic()
     submitted = [sampler.run([circuit], shots=100) for _ in range(jobs)]
     for job in submitted:
         job.result()
-    return jobs / (time.monotonic() - started)
+    rate = jobs / (time.monotonic() - started)
+    records = [_record(lab, job.job_id()) for job in submitted]
+    pickup = statistics.median((r.running or 0) - r.created for r in records)
+    run = statistics.median((r.finished or 0) - (r.running or 0) for r in records)
+    print(
+        f"\n{jobs} jobs: {rate:.2f} jobs/s, median queued->running {pickup * 1000:.0f} ms, running->final {run * 1000:.0f} ms"
+    )
+    return rate
 
 
 def test_50ms_between_workers_and_redis_costs_throughput(lab: Lab, service, record_property) -> None:  # type: ignore[no-untyped-def]
     wait_until(lambda: _workers(lab.deployment.base) >= {"w1", "w2"}, 60, "both workers back")  # type: ignore[attr-defined]
-    _rate(service, 2)  # warm both workers after the partitions
-    plain = _rate(service, 8)
+    _rate(lab, service, 2)  # warm both workers after the partitions
+    plain = _rate(lab, service, 8)
     for host in ("w1", "w2"):
         lab.delay(host, 50)
     try:
-        delayed = _rate(service, 8)
+        delayed = _rate(lab, service, 8)
     finally:
         for host in ("w1", "w2"):
             lab.delay(host, 0)
