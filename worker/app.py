@@ -44,6 +44,9 @@ class QrsWorker(Worker):
         if self.log_redis_info:
             await log_redis_info(self.pool, logger.info)
         self.ctx["redis"] = self.pool
+        # Ids of jobs whose result this worker had fenced (worker/tasks.py adds them; the
+        # per-job ctx is a shallow copy, so the set is shared).
+        self.ctx["fenced"] = set()
         if self.on_startup:
             await self.on_startup(self.ctx)
         while True:
@@ -57,6 +60,17 @@ class QrsWorker(Worker):
         super()._release_sem_dec_counter_on_complete()
         if self.doorbell is not None:
             self.doorbell.ring()  # the slot is free: look for the next queued job now
+
+    async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
+        """arq's end-of-job cleanup, skipped for a job whose result was fenced: its queue entry,
+        retry counter and in-progress key belong to the worker that took it over; deleting them
+        would drop that worker's lease and let the orphan sweep queue the job once more with its
+        attempt count reset."""
+        fenced: set[str] = self.ctx.get("fenced", set())
+        if job_id in fenced:
+            fenced.discard(job_id)
+            return
+        await super().finish_job(job_id, finish, *args, **kwargs)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         try:

@@ -48,6 +48,7 @@ class WorkerContext(TypedDict):
     settings: Settings
     worker_id: str
     waiting_turn: NotRequired[bool]
+    fenced: NotRequired[set[str]]  # jobs whose late result was refused (worker/app.py skips arq's cleanup)
 
 
 async def run_job(ctx: WorkerContext, job_id: str) -> str:
@@ -108,7 +109,7 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
     except TimeoutError:
         await runner.stop()
         reason = f"Job ran longer than its maximum execution time of {limit} seconds."
-        await finish_fenced(
+        if not await finish_fenced(
             store,
             claim,
             job_id,
@@ -117,13 +118,15 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
             reason=reason,
             reason_code=REASON_RAN_TOO_LONG,
             log=[f"{_now()} ERROR {reason}"],
-        )
+        ):
+            ctx.get("fenced", set()).add(job_id)
+            return "fenced"
         return JobStatus.CANCELLED.value
     except ProgramError as exc:
         # Also a simulation process that died running this input (JobCrashed): the same input
         # would kill the next one, so it is not retried.
         message = plain_text(str(exc))
-        await finish_fenced(
+        if not await finish_fenced(
             store,
             claim,
             job_id,
@@ -132,7 +135,9 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
             reason=f"Error in job execution: {message}",
             reason_code=REASON_EXECUTION_ERROR,
             log=[f"{_now()} ERROR {message}"],
-        )
+        ):
+            ctx.get("fenced", set()).add(job_id)
+            return "fenced"
         return JobStatus.FAILED.value
     except RunnerStopped:
         return "stopped"
@@ -161,6 +166,7 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
         qiskit_version=outcome.qiskit_version,
         log=log,
     ):
+        ctx.get("fenced", set()).add(job_id)
         return "fenced"
     return JobStatus.COMPLETED.value
 

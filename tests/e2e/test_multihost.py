@@ -157,6 +157,8 @@ def test_a_cut_off_workers_job_reruns_elsewhere_and_its_late_result_is_fenced(la
     assert sum(result[0].data.meas.get_counts().values()) == SHOTS
     wait_until(lambda: "fenced" in job.logs(), 240, f"the late result of {first} to be refused")
     logs = job.logs()
+    started = [line for line in logs.splitlines() if " started on worker " in line]
+    assert len(started) == 2, logs  # the fenced worker's leftovers do not make it run a third time
     completed = [line for line in logs.splitlines() if " completed on worker " in line]
     assert len(completed) == 1 and f"completed on worker {other} (attempt 2)" in completed[0], logs
     assert f"from worker {first} (attempt 1) refused: the job is held by {other} (attempt 2)" in logs, logs
@@ -210,7 +212,8 @@ def _rate(lab: Lab, service, jobs: int) -> float:  # type: ignore[no-untyped-def
     pickup = statistics.median((r.running or 0) - r.created for r in records)
     run = statistics.median((r.finished or 0) - (r.running or 0) for r in records)
     print(
-        f"\n{jobs} jobs: {rate:.2f} jobs/s, median queued->running {pickup * 1000:.0f} ms, running->final {run * 1000:.0f} ms"
+        f"\n{jobs} jobs: {rate:.2f} jobs/s, median queued->running {pickup * 1000:.0f} ms, "
+        f"running->final {run * 1000:.0f} ms"
     )
     return rate
 
