@@ -114,6 +114,12 @@ class Lab:
                 proc.kill()
                 proc.wait()
         for ns in [*self.ns.values(), self.switch]:
+            # Children of the processes started here (a worker's simulation process) that
+            # outlived their parent: only processes inside this run's namespaces are listed.
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
     def popen(self, host: str, argv: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
