@@ -19,7 +19,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
-from arq.connections import ArqRedis
+from arq.connections import ArqRedis, create_pool
+from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,7 +45,7 @@ from qiskit_runtime_server.api.state import AppState
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.backends import BackendCatalog
 from qiskit_runtime_server.shared.errors import MORE_INFO, ApiError, UriTooLong
-from qiskit_runtime_server.shared.queue import connect
+from qiskit_runtime_server.shared.queue import connect, redis_settings
 from qiskit_runtime_server.shared.sessions import SessionStore
 from qiskit_runtime_server.shared.settings import Settings, load_settings
 from qiskit_runtime_server.shared.store import JobStore
@@ -107,6 +113,42 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return MsgspecResponse(body, status_code=500)
 
 
+async def _redis_unavailable(request: Request, exc: Exception) -> Response:
+    """Redis unreachable past ``QRS_REDIS_DEADLINE``: 503 ``service_unavailable`` in IBM's format.
+
+    The client retries a 503 (PROTOCOL.md section 8: 5 times, ~15 s of back-off), which rides out
+    a short outage; other Redis errors (a script or type error) are server faults: 500.
+    """
+    if not isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return await _server_error(request, exc)
+    trace = uuid.uuid4().hex
+    logger.warning("Redis unreachable (%s: %s), trace %s: answered 503", type(exc).__name__, exc, trace)
+    message = "The job store is unreachable; retry shortly."
+    body = {"errors": [{"code": "service_unavailable", "message": message, "more_info": MORE_INFO}], "trace": trace}
+    return MsgspecResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+
+async def connect_with_deadline(redis_url: str, deadline: float) -> ArqRedis:
+    """A pool whose commands give up after about ``deadline`` seconds of an unreachable Redis.
+
+    The shared pools retry a command for ~30 s (``shared/queue.py``), right for workers but
+    not for a request the client is waiting on: here a command waits at most a third of the
+    deadline for a reply (``socket_timeout``), a reconnect a quarter, and it is tried twice, so
+    it raises ``redis.exceptions.ConnectionError``/``TimeoutError`` within ~0.9 x ``deadline``
+    (answered 503 by ``_redis_unavailable``). Connections made later pick the bounds up too,
+    so the API recovers by itself when Redis is back. Start-up still waits ~30 s for Redis.
+    """
+    settings = redis_settings(redis_url)
+    settings.retry = Retry(ExponentialBackoff(cap=0.1, base=0.05), 1)
+    probe = await create_pool(settings, retry=3)  # waits for Redis at start-up
+    source = probe.connection_pool
+    bounds = {"socket_timeout": max(0.1, deadline / 3), "socket_connect_timeout": max(0.1, deadline / 4)}
+    kwargs = {**source.connection_kwargs, **bounds}
+    pool = ArqRedis(connection_pool=ConnectionPool(connection_class=source.connection_class, **kwargs))
+    await probe.aclose()
+    return pool
+
+
 async def shared_jwt_secret(settings: Settings, pool: ArqRedis) -> str:
     """The configured secret, or one random secret stored once in Redis for every API process."""
     if settings.jwt_secret:
@@ -152,8 +194,15 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         own_pool = pool is None
         redis = pool if pool is not None else await connect(settings.redis_url)
+        # The subscription of FinishedJobs blocks on reads for as long as no job finishes, so
+        # only request commands get the deadline: a separate pool when the API owns its pools.
+        commands = redis
+        if own_pool and settings.redis_url is not None:
+            commands = await connect_with_deadline(settings.redis_url, settings.redis_deadline)
         try:
             async with contextlib.AsyncExitStack() as stack:
+                if commands is not redis:
+                    stack.push_async_callback(commands.aclose)
                 if background is not None:
                     await stack.enter_async_context(background(redis))
                 finished = FinishedJobs(redis)
@@ -162,16 +211,16 @@ def create_app(
                 hub = live.LiveHub(redis)
                 await hub.start()
                 stack.push_async_callback(hub.stop)
-                store = JobStore(redis, settings.job_retention)
+                store = JobStore(commands, settings.job_retention)
                 state: AppState = {
                     "settings": settings,
-                    "pool": redis,
+                    "pool": commands,
                     "store": store,
                     "catalog": catalog,
-                    "jwt_secret": await shared_jwt_secret(settings, redis),
+                    "jwt_secret": await shared_jwt_secret(settings, commands),
                     "finished": finished,
                     "access": access,
-                    "sessions": SessionStore(redis, store),
+                    "sessions": SessionStore(commands, store),
                     "live": hub,
                 }
                 if on_ready is not None:
@@ -208,6 +257,7 @@ def create_app(
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
+            RedisError: _redis_unavailable,
             Exception: _server_error,
         },
     )

@@ -32,6 +32,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Base URL printed in the client recipe; defaults to http://{host}:{port}.
     public_url: str | None = None
     queue_name: str = "qrs:queue"
+    # Seconds an API request waits for an unreachable Redis before it answers 503
+    # service_unavailable (api/app.py); workers keep riding out outages for ~30 s per command.
+    redis_deadline: float = 5.0
     instance: str = DEFAULT_INSTANCE
     # Secret for the HS256 tokens of /identity/token. Unset: one random secret is kept in Redis
     # so that every API process of a deployment issues and accepts the same tokens.

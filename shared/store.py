@@ -56,6 +56,35 @@ class Guard:
     check: Callable[[bytes | None], None]
 
 
+@dataclass(frozen=True)
+class Claim:
+    """Which attempt of a job a worker runs: the ``worker_id`` and ``attempt`` that
+    :meth:`JobStore.start` wrote into the record. A worker passes it back to
+    :meth:`JobStore.finish` so that only the current holder can finish the job (fencing)."""
+
+    worker_id: str
+    attempt: int
+
+
+class StaleClaim(Exception):
+    """A finish from a worker that no longer holds the job: its lease lapsed (a partition, a
+    stall) and another worker took the job over. The write was dropped.
+
+    Attributes:
+        claim: the stale finisher's claim.
+        current: the claim the record holds now (``None`` when the job never started again).
+        status: the job's status at the time of the refusal.
+    """
+
+    def __init__(self, job_id: str, claim: Claim, current: Claim | None, status: JobStatus) -> None:
+        held = f"{current.worker_id} (attempt {current.attempt})" if current else "nobody"
+        super().__init__(
+            f"result of job {job_id} from worker {claim.worker_id} (attempt {claim.attempt}) refused: "
+            f"the job is held by {held} and is {status.value}"
+        )
+        self.claim, self.current, self.status = claim, current, status
+
+
 def _job_keys(job_id: str) -> tuple[str, str, str, str]:
     """The job's record, params, result and logs keys."""
     return keys.job(job_id), keys.job_params(job_id), keys.job_result(job_id), keys.job_logs(job_id)
@@ -282,11 +311,24 @@ class JobStore:
         reason_code: int | None = None,
         quantum_seconds: float | None = None,
         log: Sequence[str] = (),
+        claim: Claim | None = None,
         **extra: object,
     ) -> JobRecord | None:
-        """Record a final state, its result text and ``log`` lines; ``None`` if already final."""
+        """Record a final state, its result text and ``log`` lines; ``None`` if already final.
+
+        With ``claim`` (a worker finishing the attempt it started) the write is fenced: it is
+        made only if the record still names that worker and attempt, checked on the WATCHed
+        record inside the same transaction as the write, so a worker whose lease lapsed cannot
+        overwrite, or pre-empt, the result of the worker that took the job over.
+
+        Raises:
+            StaleClaim: ``claim`` is not the job's current claim; nothing was written.
+        """
 
         def change(record: JobRecord) -> JobRecord | None:
+            if claim is not None and (record.worker_id, record.attempts) != (claim.worker_id, claim.attempt):
+                current = Claim(record.worker_id, record.attempts) if record.worker_id else None
+                raise StaleClaim(job_id, claim, current, record.status)
             if record.status.final:
                 return None
             return msgspec.structs.replace(

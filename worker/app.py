@@ -52,6 +52,9 @@ class QrsWorker(Worker):
         if self.log_redis_info:
             await log_redis_info(self.pool, logger.info)
         self.ctx["redis"] = self.pool
+        # Ids of jobs whose result this worker had fenced (worker/tasks.py adds them; the
+        # per-job ctx is a shallow copy, so the set is shared).
+        self.ctx["fenced"] = set()
         if self.on_startup:
             await self.on_startup(self.ctx)
         while True:
@@ -69,17 +72,29 @@ class QrsWorker(Worker):
                 logger.warning("could not look at the other device class's queue (%s)", exc)
         await super()._poll_iteration()
 
-    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
-        if self.router is not None and job_id in self.forwarded:
-            self.forwarded.discard(job_id)
-            await self.router.forward_to_gpu(job_id)  # instead of arq's end: same job, other queue
-            return
-        await super().finish_job(job_id, *args, **kwargs)
-
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         if self.doorbell is not None:
             self.doorbell.ring()  # the slot is free: look for the next queued job now
+
+    async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
+        """arq's end-of-job cleanup, replaced in two cases.
+
+        A job forwarded to the GPU-class queue (shared/routing.py) is moved there instead: same
+        job, other queue. A job whose result was fenced is left alone: its queue entry, retry
+        counter and in-progress key belong to the worker that took it over; deleting them would
+        drop that worker's lease and let the orphan sweep queue the job once more with its
+        attempt count reset.
+        """
+        if self.router is not None and job_id in self.forwarded:
+            self.forwarded.discard(job_id)
+            await self.router.forward_to_gpu(job_id)
+            return
+        fenced: set[str] = self.ctx.get("fenced", set())
+        if job_id in fenced:
+            fenced.discard(job_id)
+            return
+        await super().finish_job(job_id, finish, *args, **kwargs)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         try:

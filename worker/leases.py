@@ -6,7 +6,9 @@ killed with ``kill -9`` would strand its job for that long. The worker instead c
 with a time to live of one lease (``QRS_JOB_LEASE``, 15 s; see ``worker/app.py``) and this
 keeper renews it every third of a lease while the job runs. When the worker dies the renewals
 stop, the key expires, and the next worker polling the queue takes the job over (arq counts
-it as a new try; ``worker/tasks.py`` fails it after ``QRS_MAX_ATTEMPTS``).
+it as a new try; ``worker/tasks.py`` fails it after ``QRS_MAX_ATTEMPTS``). A worker that was
+only cut off, not dead, may still finish its attempt after the takeover: its final write is
+fenced by the job store (the record names the new attempt), so the job completes once.
 """
 
 from __future__ import annotations
@@ -63,8 +65,13 @@ class LeaseKeeper:
                 renewed = await self.redis.pexpire(key, ms)
                 if not renewed and not await self.redis.set(key, self.worker_id, px=ms, nx=True):
                     # Our lease lapsed (Redis was unreachable longer than a lease) and another
-                    # worker took the job: both run it; the job store keeps the first result.
-                    logger.warning("lease of job %s lapsed and was taken over", job_id, extra={"job_id": job_id})
+                    # worker took the job: both run it, and the job store's fence
+                    # (JobStore.finish with this attempt's Claim) refuses our result.
+                    logger.warning(
+                        "lease of job %s lapsed and was taken over; this worker's result will be fenced",
+                        job_id,
+                        extra={"job_id": job_id},
+                    )
             except RedisError as exc:
                 logger.warning("could not renew the lease of job %s: %s", job_id, exc, extra={"job_id": job_id})
             await asyncio.sleep(self.lease / 3)

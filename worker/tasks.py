@@ -1,5 +1,10 @@
 """The arq task ``runtime.run_job``: load the job, run its program in the child, store the outcome.
 
+Fenced: each final write after the job started carries this attempt's :class:`Claim`, so a
+worker that was cut off past its lease and comes back with a late result cannot complete a job
+another worker has taken over; its write is dropped, and the worker's log and the job's log
+say so (:func:`finish_fenced`).
+
 Idempotent: a job that is already final (cancelled, or finished by an earlier attempt) is
 skipped, so arq may deliver it more than once ("Jobs may be called more than once!").
 Only infrastructure faults are retried (the worker lost, found by its lease or the orphan sweep;
@@ -26,7 +31,7 @@ from qiskit_runtime_server.shared.models import (
 )
 from qiskit_runtime_server.shared.routing import Router
 from qiskit_runtime_server.shared.settings import Settings
-from qiskit_runtime_server.shared.store import JobStore
+from qiskit_runtime_server.shared.store import Claim, JobStore, StaleClaim
 from qiskit_runtime_server.worker.cancellation import run_unless_cancelled
 from qiskit_runtime_server.worker.errors import ProgramError, plain_text
 from qiskit_runtime_server.worker.jobspec import Defaults, ExecutionRequest
@@ -46,6 +51,7 @@ class WorkerContext(TypedDict):
     waiting_turn: NotRequired[bool]
     router: NotRequired[Router]
     forwarded: NotRequired[set[str]]
+    fenced: NotRequired[set[str]]  # jobs whose late result was refused (worker/app.py skips arq's cleanup)
 
 
 async def run_job(ctx: WorkerContext, job_id: str) -> str:
@@ -90,6 +96,7 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
     record = await store.start(job_id, ctx["worker_id"], attempt, log=[started])
     if record is None:
         return "skipped"
+    claim = Claim(ctx["worker_id"], attempt)
     params = await store.params(job_id) or b"{}"
     request = ExecutionRequest(
         job_id=job_id,
@@ -107,27 +114,35 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
     except TimeoutError:
         await runner.stop()
         reason = f"Job ran longer than its maximum execution time of {limit} seconds."
-        await store.finish(
+        if not await finish_fenced(
+            store,
+            claim,
             job_id,
             JobStatus.CANCELLED,
             reason.encode(),
             reason=reason,
             reason_code=REASON_RAN_TOO_LONG,
             log=[f"{_now()} ERROR {reason}"],
-        )
+        ):
+            ctx.get("fenced", set()).add(job_id)
+            return "fenced"
         return JobStatus.CANCELLED.value
     except ProgramError as exc:
         # Also a simulation process that died running this input (JobCrashed): the same input
         # would kill the next one, so it is not retried.
         message = plain_text(str(exc))
-        await store.finish(
+        if not await finish_fenced(
+            store,
+            claim,
             job_id,
             JobStatus.FAILED,
             f"Error in job execution: {message}".encode(),
             reason=f"Error in job execution: {message}",
             reason_code=REASON_EXECUTION_ERROR,
             log=[f"{_now()} ERROR {message}"],
-        )
+        ):
+            ctx.get("fenced", set()).add(job_id)
+            return "fenced"
         return JobStatus.FAILED.value
     except RunnerStopped:
         return "stopped"
@@ -141,8 +156,13 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
         await store.log(job_id, f"{_now()} WARNING {exc} before the job started; the job will be retried")
         raise Retry(defer=1) from exc
     log = [f"{_now()} WARNING {warning}" for warning in outcome.warnings]
-    log.append(f"{_now()} INFO job {job_id} completed: {outcome.num_pubs} PUB(s) in {outcome.quantum_seconds:.3f} s")
-    await store.finish(
+    log.append(
+        f"{_now()} INFO job {job_id} completed on worker {ctx['worker_id']} (attempt {attempt}): "
+        f"{outcome.num_pubs} PUB(s) in {outcome.quantum_seconds:.3f} s"
+    )
+    if not await finish_fenced(
+        store,
+        claim,
         job_id,
         JobStatus.COMPLETED,
         outcome.result,
@@ -150,7 +170,9 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
         num_pubs=outcome.num_pubs,
         qiskit_version=outcome.qiskit_version,
         log=log,
-    )
+    ):
+        ctx.get("fenced", set()).add(job_id)
+        return "fenced"
     return JobStatus.COMPLETED.value
 
 
@@ -182,6 +204,24 @@ async def _forwarded_to_gpu(ctx: WorkerContext, job_id: str, program_id: str, ba
     why = outcome.warnings[0] if outcome.warnings else ""
     await store.log(job_id, f"{_now()} INFO job {job_id} sent to the GPU-class queue by {ctx['worker_id']}: {why}")
     forwarded.add(job_id)
+    return True
+
+
+async def finish_fenced(
+    store: JobStore, claim: Claim, job_id: str, status: JobStatus, result: bytes, **kw: object
+) -> bool:
+    """:meth:`JobStore.finish` for the attempt ``claim``; ``False`` when the write was fenced.
+
+    A fenced write (``StaleClaim``: another worker holds the job now) is logged as a warning by
+    this worker and as a line in the job's log, so an operator reading either sees that a late
+    result was refused and whose result stands.
+    """
+    try:
+        await store.finish(job_id, status, result, claim=claim, **kw)  # type: ignore[arg-type]
+    except StaleClaim as exc:
+        logger.warning("fenced: %s", exc, extra={"job_id": job_id})
+        await store.log(job_id, f"{_now()} WARNING fenced: {exc}")
+        return False
     return True
 
 

@@ -68,7 +68,7 @@ def test_tags_metrics_logs_and_delete(service) -> None:
     assert metrics["num_pubs"] == 1 and metrics["qiskit_version"] and metrics["worker_id"]
     assert job.usage() == pytest.approx(metrics["usage"]["quantum_seconds"])
     logs = job.logs()
-    assert "started on worker" in logs and "completed: 1 PUB(s)" in logs
+    assert "started on worker" in logs and "completed on worker" in logs and "1 PUB(s)" in logs
 
     service.delete_job(job.job_id())
     with pytest.raises(RuntimeJobNotFound):
