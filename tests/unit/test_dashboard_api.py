@@ -241,3 +241,17 @@ async def test_sessions_view_lists_visible_sessions_newest_first(guarded: dict[s
     only_b = (await guarded["ops"].get(f"/dashboard/api/sessions?instance={B}")).json()
     assert [s["id"] for s in only_b["sessions"]] == ["s-b"]
     assert (await guarded["a"].get(f"/dashboard/api/sessions?instance={B}")).status_code == 403
+
+
+async def test_session_index_is_trimmed_after_the_retention(client: httpx.AsyncClient) -> None:
+    from qiskit_runtime_server.shared import job_index, keys
+    from qiskit_runtime_server.shared.sessions import sessions_index
+
+    state = client.app_state  # type: ignore[attr-defined]
+    now = time.time()
+    await _session(state, "s-old", A, "batch", now - 10_000)
+    await _session(state, "s-new", A, "batch", now - 10)
+    await job_index.trim(state["pool"], 1000, now + job_index.TRIM_INTERVAL + 1)
+    members = await state["pool"].zrange(sessions_index(keys.dash_scope(A)), 0, -1)
+    assert [m.decode() for m in members] == ["s-new"]
+    assert [s["id"] for s in (await client.get("/dashboard/api/sessions")).json()["sessions"]] == ["s-new"]
