@@ -479,7 +479,8 @@ async def list_sessions(request: Request) -> Response:
     "created", "closed", "jobs": {state: n}}], "count", "limit", "offset"}``, newest first.
 
     ``state`` is ``GET /api/v1/sessions/{id}``'s (open, active, inactive, closed), computed without
-    writing (an expired session reads ``closed`` here before anyone stores its close). Sessions
+    writing: a session that ended unread (expired, or a batch that stopped accepting jobs with
+    none left) reads ``closed`` with ``"closed": null`` until someone stores its close. Sessions
     come from the per-scope index ``shared.sessions.sessions_index``; a page reads its session
     records and their jobs (``limit`` <= 100), never the keyspace. ``instance=`` narrows to one
     instance the caller may see (403 otherwise); sessions older than the job retention drop out.

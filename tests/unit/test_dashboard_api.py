@@ -255,3 +255,14 @@ async def test_session_index_is_trimmed_after_the_retention(client: httpx.AsyncC
     members = await state["pool"].zrange(sessions_index(keys.dash_scope(A)), 0, -1)
     assert [m.decode() for m in members] == ["s-new"]
     assert [s["id"] for s in (await client.get("/dashboard/api/sessions")).json()["sessions"]] == ["s-new"]
+
+
+async def test_sessions_of_a_key_with_two_instances_are_merged() -> None:
+    c = "crn:v1:bluemix:public:quantum-computing:us-east:a/c:inst-c::"
+    async with in_process_api({"QRS_API_KEYS": f"key-ab={A},{B};key-c={c}"}, api_key=None) as http:
+        now = time.time()
+        await _session(http.app_state, "s-a", A, "batch", now - 30)  # type: ignore[attr-defined]
+        await _session(http.app_state, "s-c", c, "batch", now - 20)  # type: ignore[attr-defined]
+        await _session(http.app_state, "s-b", B, "dedicated", now - 10)  # type: ignore[attr-defined]
+        reply = (await http.get("/dashboard/api/sessions", headers={"Authorization": "apikey key-ab"})).json()
+        assert [s["id"] for s in reply["sessions"]] == ["s-b", "s-a"] and reply["count"] == 2
