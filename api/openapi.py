@@ -189,6 +189,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/dashboard/api/jobs/{job_id}"): {
         "summary": "One job: timestamps, attempts, worker, options, logs, failure reason.",
     },
+    ("GET", "/dashboard/api/sessions"): {
+        "summary": "Sessions and batches, newest first: mode, backend, state, times, jobs by state.",
+        "query": [
+            _INSTANCE,
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size (default 50)"),
+            _query("offset", {"type": "integer", "minimum": 0}, "sessions skipped"),
+        ],
+    },
 }
 
 

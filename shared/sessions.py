@@ -151,6 +151,16 @@ def session_view(record: SessionRecord, act: SessionActivity, now: float) -> dic
     }
 
 
+def sessions_index(scope: str) -> str:
+    """ZSET of the session ids of a dashboard scope (``keys.dash_scope``: one instance, or ``all``),
+    scored by creation time: the dashboard's Sessions view pages it without scanning the keyspace.
+
+    Registered in ``qrs:indexes`` so :func:`shared.job_index.trim` drops the members created
+    longer than the retention ago (their "job" record never exists, so age alone decides).
+    """
+    return f"{keys.PREFIX}dash:{scope}:sessions"
+
+
 def new_session_id() -> str:
     """A 20-character lowercase id, the shape of IBM's session ids."""
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -178,7 +188,8 @@ class SessionStore:
         self._next_housekeeping = 0.0
 
     async def create(self, record: SessionRecord) -> None:
-        """Store a new session and register it among the open ones, by when it ends at the latest.
+        """Store a new session, index it for the dashboard (per instance and overall) and register
+        it among the open ones, by when it ends at the latest.
 
         A session ends ``max_ttl`` after its activation, which comes before ``max_ttl`` after
         its creation (else it closed unactivated): ``created + 2 max_ttl`` bounds its end.
@@ -186,6 +197,10 @@ class SessionStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.session(record.id), _encode(record))
             pipe.zadd(keys.OPEN_SESSIONS, {record.id: record.created + 2 * record.max_ttl})
+            index_keys = [sessions_index(keys.dash_scope(record.instance)), sessions_index(keys.ALL_SCOPE)]
+            for key in index_keys:
+                pipe.zadd(key, {record.id: record.created})
+            pipe.zadd(keys.INDEXES, dict.fromkeys(index_keys, record.created), nx=True)
             await pipe.execute()
 
     async def get(self, session_id: str) -> SessionRecord | None:

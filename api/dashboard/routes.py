@@ -15,6 +15,7 @@ GET /dashboard/api/usage                simulation seconds per instance in ``mon
 GET /dashboard/api/workers              live workers, their current job and time busy today
 GET /dashboard/api/jobs                 the jobs table (filters, search by id, paging)
 GET /dashboard/api/jobs/{job_id}        one job: timestamps, attempts, worker, options, logs, reason
+GET /dashboard/api/sessions             sessions and batches, newest first, with their jobs by state
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from qiskit_runtime_server.api.dashboard.estimates import queue_estimate
 from qiskit_runtime_server.api.dashboard.viewer import Viewer, request_viewer
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.state import app_state
-from qiskit_runtime_server.shared import keys, stats, workers
+from qiskit_runtime_server.shared import keys, sessions, stats, workers
 from qiskit_runtime_server.shared.errors import InvalidRequest, NotFound
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus, iso
 
@@ -473,6 +474,62 @@ async def job_detail(request: Request) -> Response:
     return MsgspecResponse(detail)
 
 
+async def list_sessions(request: Request) -> Response:
+    """``GET /dashboard/api/sessions``: ``{"sessions": [{"id", "mode", "backend", "instance", "state",
+    "created", "closed", "jobs": {state: n}}], "count", "limit", "offset"}``, newest first.
+
+    ``state`` is ``GET /api/v1/sessions/{id}``'s (open, active, inactive, closed), computed without
+    writing: a session that ended unread (expired, or a batch that stopped accepting jobs with
+    none left) reads ``closed`` with ``"closed": null`` until someone stores its close. Sessions
+    come from the per-scope index ``shared.sessions.sessions_index``; a page reads its session
+    records and their jobs (``limit`` <= 100), never the keyspace. ``instance=`` narrows to one
+    instance the caller may see (403 otherwise); sessions older than the job retention drop out.
+    """
+    viewer, scopes = _scopes(request)
+    redis = app_state(request)["pool"]
+    session_store = app_state(request)["sessions"]
+    limit = _int(request, "limit", 50, 1, 100)
+    offset = _int(request, "offset", 0, 0, 10_000_000)
+    index_keys = [sessions.sessions_index(scope) for scope in scopes]
+    scratch = None
+    key = index_keys[0]
+    if len(index_keys) > 1:  # an instance key with several instances: their union, for one request
+        scratch = key = keys.listing_scratch(uuid.uuid4().hex)
+    async with redis.pipeline(transaction=True) as pipe:
+        if scratch is not None:
+            pipe.zunionstore(scratch, index_keys, aggregate="MAX")
+        pipe.zcard(key)
+        pipe.zrevrange(key, offset, offset + limit - 1)
+        if scratch is not None:
+            pipe.delete(scratch)
+        replies = await pipe.execute()
+    first = 1 if scratch is not None else 0
+    count, ids = int(replies[first]), [stats._text(i) for i in replies[first + 1]]
+    now = time.time()
+    rows = []
+    for session_id in ids:
+        record = await session_store.get(session_id)
+        if record is None or not viewer.sees(record.instance):
+            continue  # expired since it was indexed
+        jobs = await session_store.session_jobs(record)
+        by_state = dict.fromkeys(STATUSES, 0)
+        for job in jobs:
+            by_state[job.status.value] += 1
+        rows.append(
+            {
+                "id": record.id,
+                "mode": record.mode,
+                "backend": record.backend,
+                "instance": record.instance,
+                "state": sessions.state_of(record, sessions.activity(jobs), now),
+                "created": iso(record.created),
+                "closed": iso(record.closed_at),
+                "jobs": by_state,
+            }
+        )
+    return MsgspecResponse({"sessions": rows, "count": count, "limit": limit, "offset": offset})
+
+
 routes = [
     Route("/overview", overview),
     Route("/trends", trends),
@@ -484,4 +541,5 @@ routes = [
     Route("/workers", worker_view),
     Route("/jobs", list_jobs),
     Route("/jobs/{job_id}", job_detail),
+    Route("/sessions", list_sessions),
 ]

@@ -196,6 +196,26 @@ def test_a_batch_link_lists_its_jobs(server, browser, monkeypatch) -> None:  # t
     wait_until(lambda: set(_rows(browser)) == {j.job_id() for j in jobs}, 5, "only the batch's jobs")
 
 
+def test_sessions_view_lists_a_batch_and_links_to_its_job(server, browser, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from qiskit_ibm_runtime import Batch, SamplerV2
+
+    service = _service(server, monkeypatch, "alice")
+    backend = service.backend("fake_manila")
+    with Batch(backend=backend) as batch:
+        job = SamplerV2(mode=batch).run([bell(backend)], shots=50)
+        job.result()
+    _open(browser, server, "ops", "view=sessions")
+    row = f'#sessions-table tr[data-session="{batch.session_id}"]'
+    wait_until(lambda: browser.find_elements("css selector", row), 5, "the batch's row")
+    cells = [td.text for td in browser.find_elements("css selector", row + " td")]
+    assert cells[1] == "batch" and cells[3] == "fake_manila" and cells[4] == CRN_A
+    assert cells[2] in ("inactive", "closed") and cells[9] == "1"  # its one job, Completed
+    _shot(browser, "sessions")
+    browser.find_element("link text", batch.session_id).click()
+    wait_until(lambda: "view=jobs" in browser.current_url and "session_id=" in browser.current_url, 5, "the jobs view")
+    wait_until(lambda: set(_rows(browser)) == {job.job_id()}, 5, "only the batch's job")
+
+
 def test_main_views_render(server, browser) -> None:  # type: ignore[no-untyped-def]
     for view in ("overview", "queue", "workers"):
         _open(browser, server, "ops", f"view={view}")

@@ -182,3 +182,87 @@ async def test_instance_key_sees_only_its_instance(guarded: dict[str, httpx.Asyn
     assert (await anonymous.get("/dashboard/api/overview")).status_code == 401
     wrong = httpx.AsyncClient(transport=a._transport, base_url="http://test", headers={"Authorization": "apikey x"})
     assert (await wrong.get("/dashboard/api/jobs")).status_code == 401
+
+
+async def _session(app_state: dict[str, object], session_id: str, instance: str, mode: str, created: float) -> None:
+    from qiskit_runtime_server.shared.sessions import SessionRecord, SessionStore
+
+    sessions = app_state["sessions"]
+    assert isinstance(sessions, SessionStore)
+    await sessions.create(
+        SessionRecord(
+            id=session_id,
+            instance=instance,
+            backend="fake_manila",
+            mode=mode,
+            max_ttl=3600,
+            interactive_ttl=60,
+            created=created,
+        )
+    )
+
+
+async def test_sessions_view_lists_visible_sessions_newest_first(guarded: dict[str, httpx.AsyncClient]) -> None:
+    state = guarded["a"].app_state  # type: ignore[attr-defined]
+    store = state["store"]
+    now = time.time()
+    await _session(state, "s-a-old", A, "batch", now - 30)
+    await _session(state, "s-a-new", A, "dedicated", now - 10)
+    await _session(state, "s-b", B, "batch", now - 20)
+    for job_id, end in (("sj1", "Completed"), ("sj2", "Failed"), ("sj3", "")):
+        await store.create(
+            JobRecord(
+                id=job_id,
+                program_id="sampler",
+                backend="fake_manila",
+                instance=A,
+                session_id="s-a-old",
+                created=now - 5,
+            ),
+            b"{}",
+        )
+        if end:
+            await store.start(job_id, "w1", 1)
+            await store.finish(job_id, JobStatus(end), b"{}")
+    await state["sessions"].close(await state["sessions"].get("s-a-new"))
+    a = (await guarded["a"].get("/dashboard/api/sessions")).json()
+    assert [s["id"] for s in a["sessions"]] == ["s-a-new", "s-a-old"] and a["count"] == 2
+    old = a["sessions"][1]
+    assert old["mode"] == "batch" and old["backend"] == "fake_manila" and old["instance"] == A
+    assert old["state"] == "active" and old["closed"] is None and old["created"]
+    assert old["jobs"] == {"Queued": 1, "Running": 0, "Completed": 1, "Failed": 1, "Cancelled": 0}
+    assert a["sessions"][0]["state"] == "closed" and a["sessions"][0]["closed"]
+    b = (await guarded["b"].get("/dashboard/api/sessions")).json()
+    assert [s["id"] for s in b["sessions"]] == ["s-b"]
+    ops = (await guarded["ops"].get("/dashboard/api/sessions?limit=2")).json()
+    assert [s["id"] for s in ops["sessions"]] == ["s-a-new", "s-b"] and ops["count"] == 3
+    page = (await guarded["ops"].get("/dashboard/api/sessions?limit=2&offset=2")).json()
+    assert [s["id"] for s in page["sessions"]] == ["s-a-old"]
+    only_b = (await guarded["ops"].get(f"/dashboard/api/sessions?instance={B}")).json()
+    assert [s["id"] for s in only_b["sessions"]] == ["s-b"]
+    assert (await guarded["a"].get(f"/dashboard/api/sessions?instance={B}")).status_code == 403
+
+
+async def test_session_index_is_trimmed_after_the_retention(client: httpx.AsyncClient) -> None:
+    from qiskit_runtime_server.shared import job_index, keys
+    from qiskit_runtime_server.shared.sessions import sessions_index
+
+    state = client.app_state  # type: ignore[attr-defined]
+    now = time.time()
+    await _session(state, "s-old", A, "batch", now - 10_000)
+    await _session(state, "s-new", A, "batch", now - 10)
+    await job_index.trim(state["pool"], 1000, now + job_index.TRIM_INTERVAL + 1)
+    members = await state["pool"].zrange(sessions_index(keys.dash_scope(A)), 0, -1)
+    assert [m.decode() for m in members] == ["s-new"]
+    assert [s["id"] for s in (await client.get("/dashboard/api/sessions")).json()["sessions"]] == ["s-new"]
+
+
+async def test_sessions_of_a_key_with_two_instances_are_merged() -> None:
+    c = "crn:v1:bluemix:public:quantum-computing:us-east:a/c:inst-c::"
+    async with in_process_api({"QRS_API_KEYS": f"key-ab={A},{B};key-c={c}"}, api_key=None) as http:
+        now = time.time()
+        await _session(http.app_state, "s-a", A, "batch", now - 30)  # type: ignore[attr-defined]
+        await _session(http.app_state, "s-c", c, "batch", now - 20)  # type: ignore[attr-defined]
+        await _session(http.app_state, "s-b", B, "dedicated", now - 10)  # type: ignore[attr-defined]
+        reply = (await http.get("/dashboard/api/sessions", headers={"Authorization": "apikey key-ab"})).json()
+        assert [s["id"] for s in reply["sessions"]] == ["s-b", "s-a"] and reply["count"] == 2

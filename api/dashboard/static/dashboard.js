@@ -192,6 +192,34 @@ async function renderJobs() {
   $("#next").disabled = data.offset + PAGE >= data.count;
 }
 
+function sessionJobsLink(instance, sessionId) {
+  // A session's (or batch's) jobs: the table filtered by it, within the session's instance.
+  const link = document.createElement("a");
+  link.href = "?" + new URLSearchParams({ view: "jobs", instance, session_id: sessionId, sort: "asc" });
+  link.textContent = sessionId;
+  return link;
+}
+
+async function renderSessions() {
+  const query = new URLSearchParams(instanceQuery());
+  query.set("limit", PAGE);
+  query.set("offset", params().get("offset") || "0");
+  const data = await api("/sessions?" + query);
+  $("#sessions-count").textContent = data.count + " sessions and batches";
+  const body = $("#sessions-table tbody");
+  body.replaceChildren();
+  for (const s of data.sessions) {
+    const tr = document.createElement("tr");
+    tr.dataset.session = s.id;
+    cell(tr, sessionJobsLink(s.instance, s.id));
+    [s.mode, s.state, s.backend, s.instance, s.created, s.closed].forEach((v) => cell(tr, v));
+    for (const state of STATES) cell(tr, s.jobs[state]);
+    body.appendChild(tr);
+  }
+  $("#sessions-prev").disabled = data.offset === 0;
+  $("#sessions-next").disabled = data.offset + PAGE >= data.count;
+}
+
 function jobRow(job) {
   const tr = document.createElement("tr");
   tr.dataset.job = job.id;
@@ -201,14 +229,7 @@ function jobRow(job) {
   cell(tr, link);
   cell(tr, job.status, "status status-" + job.status);
   [job.backend, job.program, job.instance].forEach((v) => cell(tr, v));
-  let session = "";
-  if (job.session_id) {
-    // A session's (or batch's) jobs: the table filtered by it, within the job's instance.
-    session = document.createElement("a");
-    session.href = "?" + new URLSearchParams({ view: "jobs", instance: job.instance, session_id: job.session_id, sort: "asc" });
-    session.textContent = job.session_id;
-  }
-  cell(tr, session);
+  cell(tr, job.session_id ? sessionJobsLink(job.instance, job.session_id) : "");
   [job.created, job.worker, job.reason].forEach((v) => cell(tr, v));
   return tr;
 }
@@ -236,7 +257,7 @@ async function renderJob() {
   $("#job-logs").textContent = (job.logs || []).join("\n") || "(no log lines)";
 }
 
-const RENDER = { overview: renderOverview, queue: renderQueue, workers: renderWorkers, jobs: renderJobs, job: renderJob };
+const RENDER = { overview: renderOverview, queue: renderQueue, workers: renderWorkers, jobs: renderJobs, job: renderJob, sessions: renderSessions };
 
 async function render() {
   const view = params().get("view") || "overview";
@@ -326,6 +347,8 @@ function page(step) {
 }
 $("#prev").addEventListener("click", () => page(-1));
 $("#next").addEventListener("click", () => page(1));
+$("#sessions-prev").addEventListener("click", () => page(-1));
+$("#sessions-next").addEventListener("click", () => page(1));
 
 $("#key-form").addEventListener("submit", (event) => {
   event.preventDefault();
