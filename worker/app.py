@@ -70,7 +70,13 @@ class QrsWorker(Worker):
                 await self.router.take_other_work()  # an idle slot takes the other class's work
             except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
                 logger.warning("could not look at the other device class's queue (%s)", exc)
-        await super()._poll_iteration()
+        try:
+            await super()._poll_iteration()
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            # Redis unreachable past the client's retries (a partition): keep polling instead of
+            # letting arq's loop end the worker; its running job's lease lapses and the job runs
+            # elsewhere, and this worker picks up work again once Redis answers.
+            logger.warning("cannot poll the queue (%s); retrying", exc)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()

@@ -248,8 +248,8 @@ def test_killed_worker_job_runs_again_within_a_lease(stack: Stack, client) -> No
     subprocess.run(["docker", "start", container_of(victim)], check=True, capture_output=True)
     wait_for(lambda: len(stack.workers()) == 2, 120, "the restarted worker")
     restarted = [w for w in stack.workers().values() if w["host"] == victim["host"]]
+    # A new id even where the pid repeats (init: true makes it the same small number each start).
     assert len(restarted) == 1 and restarted[0]["id"] != victim["id"]
-    assert restarted[0]["pid"] == victim["pid"]  # why the id needs its random part
 
 
 def test_sigterm_hands_the_job_back_queued(stack: Stack, client) -> None:  # type: ignore[no-untyped-def]

@@ -33,10 +33,10 @@ pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 
 LEASE = 3.0
 DEADLINE = 3.0
-# Long enough (~10-20 s of Aer here, two such jobs sharing 2 cores) that the cut-off worker is
+# Long enough (~20-60 s of Aer here, two such jobs sharing 2 cores) that the cut-off worker is
 # still running when its link is back, so its late result reaches Redis while, or after, the
 # other worker runs the job.
-SHOTS = 30
+SHOTS = 120
 HOSTS = ["redis", "api", "w1", "w2", "client"]
 
 

@@ -40,7 +40,9 @@ def two_pools(real_redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
 
 
 def queues(base: str) -> dict[str, str]:
-    return {w["id"]: w["queue"] for w in httpx.get(f"{base}/workers").json()["workers"]}
+    """This test's workers and their queues (other tests' workers share the Redis registry)."""
+    workers = httpx.get(f"{base}/workers").json()["workers"]
+    return {w["id"]: w["queue"] for w in workers if w["id"] in ("cpu-1", "gpu-1")}
 
 
 def wide(backend) -> QuantumCircuit:  # type: ignore[no-untyped-def]
