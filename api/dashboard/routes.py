@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from qiskit_runtime_server.api.dashboard.estimates import queue_estimate
 from qiskit_runtime_server.api.dashboard.viewer import Viewer, request_viewer
+from qiskit_runtime_server.api.query import int_param
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared import keys, sessions, stats, workers
@@ -43,19 +44,6 @@ STATUSES = [s.value for s in JobStatus]
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 # Params larger than this are not decoded for the job detail's options.
 MAX_OPTIONS_PARAMS = 1024 * 1024
-
-
-def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer: {raw!r}") from None
-    if not low <= value <= high:
-        raise InvalidRequest(f"{name} must be between {low} and {high}: {value}")
-    return value
 
 
 def _scopes(request: Request) -> tuple[Viewer, list[str]]:
@@ -126,7 +114,7 @@ async def trends(request: Request) -> Response:
     unit = request.query_params.get("unit", "hour")
     if unit not in ("hour", "day"):
         raise InvalidRequest(f"unit must be hour or day: {unit!r}")
-    count = _int(request, "count", 24 if unit == "hour" else 30, 1, 168 if unit == "hour" else 400)
+    count = int_param(request, "count", 24 if unit == "hour" else 30, 1, 168 if unit == "hour" else 400)
     labels = stats.bucket_labels(unit, count, time.time())
     buckets = await stats.read_buckets(app_state(request)["pool"], scopes, unit, labels)
     fmt = "%Y%m%d%H" if unit == "hour" else "%Y%m%d"
@@ -164,7 +152,7 @@ def _histogram(fields: dict[str, float], prefix: str, backend: str | None) -> di
 
 
 async def _days(request: Request, scopes: list[str]) -> tuple[int, dict[str, float]]:
-    days = _int(request, "days", 1, 1, 400)
+    days = int_param(request, "days", 1, 1, 400)
     labels = stats.bucket_labels("day", days, time.time())
     buckets = await stats.read_buckets(app_state(request)["pool"], scopes, "day", labels)
     merged: dict[str, float] = {}
@@ -412,8 +400,8 @@ async def list_jobs(request: Request) -> Response:
     """
     viewer = request_viewer(request)
     store = app_state(request)["store"]
-    limit = _int(request, "limit", 50, 1, 200)
-    offset = _int(request, "offset", 0, 0, 10_000_000)
+    limit = int_param(request, "limit", 50, 1, 200)
+    offset = int_param(request, "offset", 0, 0, 10_000_000)
     if job_id := request.query_params.get("id"):
         record = await store.get(job_id.strip())
         found = [record] if record is not None and viewer.sees(record.instance) else []
@@ -488,8 +476,8 @@ async def list_sessions(request: Request) -> Response:
     viewer, scopes = _scopes(request)
     redis = app_state(request)["pool"]
     session_store = app_state(request)["sessions"]
-    limit = _int(request, "limit", 50, 1, 100)
-    offset = _int(request, "offset", 0, 0, 10_000_000)
+    limit = int_param(request, "limit", 50, 1, 100)
+    offset = int_param(request, "offset", 0, 0, 10_000_000)
     index_keys = [sessions.sessions_index(scope) for scope in scopes]
     scratch = None
     key = index_keys[0]

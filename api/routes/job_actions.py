@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.body import decode_json, read_limited
+from qiskit_runtime_server.api.query import int_param
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.routes.jobs import MAX_TAG_LENGTH, MAX_TAGS, load_job
 from qiskit_runtime_server.api.state import app_state
@@ -23,17 +24,6 @@ MAX_LIST_LIMIT = 1000
 _decode_tags = msgspec.json.Decoder(TagsUpdate).decode
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"Query parameter {name} must be an integer, got {raw!r}.") from None
-    if not low <= value <= high:
-        raise InvalidRequest(f"Query parameter {name} must be between {low} and {high}, got {value}.")
-    return value
 
 
 def _time_param(request: Request, name: str) -> float | None:
@@ -77,8 +67,8 @@ def parse_query(request: Request, instance: str) -> JobQuery:
         raise InvalidRequest(f"Query parameter sort must be ASC or DESC, got {sort!r}.")
     return JobQuery(
         instance=instance,
-        limit=_int_param(request, "limit", 20, 1, MAX_LIST_LIMIT),
-        offset=_int_param(request, "offset", 0, 0, 10**9),
+        limit=int_param(request, "limit", 20, 1, MAX_LIST_LIMIT),
+        offset=int_param(request, "offset", 0, 0, 10**9),
         backend=request.query_params.get("backend") or None,
         program=request.query_params.get("program") or None,
         tags=tuple(t for t in request.query_params.getlist("tags") if t),
