@@ -2,8 +2,9 @@
 
 Request path::
 
+    (clients 0.40-0.48: ─HTTPS CONNECT─> api/proxy/tunnel.py, TLS ends there ─HTTP─> the same port)
     client ─HTTP─> uvicorn with api/server.py's protocol (deadlines, head size, IBM-format parse errors)
-                   -> PrefixMiddleware (any ".../api/v1" prefix -> "/api/v1", no trailing slash, query length)
+                   -> PrefixMiddleware (catalog by Host, ".../api/v1" -> "/api/v1", no trailing slash, query length)
                    -> Router: /identity/token, /search/..., /catalog/..., /openapi.json,
                       /api/v1/{backends,jobs,sessions,instances}, /dashboard (page, /dashboard/api, WS /dashboard/ws)
                    -> handler (api/routes/*.py; bodies through api/body.py) -> JobStore (Redis) -> arq queue
@@ -39,6 +40,7 @@ from qiskit_runtime_server.api.dashboard import live, page
 from qiskit_runtime_server.api.dashboard import routes as dashboard
 from qiskit_runtime_server.api.finished import FinishedJobs
 from qiskit_runtime_server.api.openapi import openapi_document
+from qiskit_runtime_server.api.proxy.hosts import local_path
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse, error_response
 from qiskit_runtime_server.api.routes import backends, instances, job_actions, jobs, ops, sessions
 from qiskit_runtime_server.api.state import AppState
@@ -65,6 +67,9 @@ class PrefixMiddleware:
     redirect builds its ``Location`` from the ``Host`` header and the rewritten path, so it
     pointed at whatever host the caller named and lost the prefix.
 
+    Requests that came through proxy mode keep IBM's ``Host``; Global Catalog's ``/api/v1/{id}``
+    is moved to ``/catalog/{id}`` first (:func:`~qiskit_runtime_server.api.proxy.hosts.local_path`).
+
     A query string over ``max_query_bytes`` is answered 414 in IBM's format; the HTTP server's
     own limit on the request line (``QRS_MAX_HEADER_BYTES``) is higher, so this answer comes first.
     """
@@ -80,12 +85,22 @@ class PrefixMiddleware:
                 await error_response(error)(scope, receive, send)
                 return
             path: str = scope["path"]
+            if proxied_host := _host(scope):
+                path = local_path(proxied_host, path)
             cut = path.find(API_PREFIX + "/")
             stripped = path.rstrip("/") or "/"
             if cut > 0 or stripped != path:
                 path = stripped[cut:] if cut > 0 else stripped
+            if path != scope["path"]:
                 scope = dict(scope, path=path, root_path=scope.get("root_path", ""))
         await self.app(scope, receive, send)
+
+
+def _host(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return str(value.decode("latin-1"))
+    return ""
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -17,13 +17,17 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 
+from qiskit_runtime_server.api.proxy.ca import ProxyFiles
 from qiskit_runtime_server.shared.aio import cancel_and_wait
 from qiskit_runtime_server.shared.logs import configure_logging
 from qiskit_runtime_server.shared.settings import Settings, load_settings
 
 
-def client_recipe(settings: Settings) -> str:
-    """The ``export`` lines (and the ``url_resolver`` alternative) a user pastes to connect."""
+def client_recipe(settings: Settings, proxy: ProxyFiles | None = None) -> str:
+    """The ``export`` lines (and the ``url_resolver`` alternative) a user pastes to connect.
+
+    With ``proxy`` (proxy mode on), also the recipe of :func:`proxy_recipe`.
+    """
     base = settings.base_url
     return f"""\
 Qiskit Runtime server ready on {base}. Point the unmodified client at it with:
@@ -40,6 +44,25 @@ Or, in Python without the URL variables (IAM_URL is still needed):
 QiskitRuntimeService(channel="ibm_quantum_platform", token="any-api-key",
     instance="{settings.instance}", url="{base}",
     url_resolver=lambda *args, **kwargs: "{base}/api/v1")
+""" + (proxy_recipe(settings, proxy) if proxy is not None else "")
+
+
+def proxy_recipe(settings: Settings, proxy: ProxyFiles) -> str:
+    """The environment of clients 0.40-0.48 (which hard-code IBM's hosts) for proxy mode."""
+    listen = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"""
+Proxy mode on {listen}:{settings.proxy_port}, for clients 0.40-0.48 (and any later one), by
+environment variables only. Trusting the bundle below trusts this server for IBM's API hosts,
+and only those; set it in one shell, not in your profile:
+
+export QISKIT_IBM_TOKEN=any-api-key
+export QISKIT_IBM_INSTANCE='{settings.instance}'
+export HTTPS_PROXY=http://{listen}:{settings.proxy_port}
+export REQUESTS_CA_BUNDLE={proxy.bundle}
+export NO_PROXY=127.0.0.1,localhost
+unset QISKIT_IBM_URL IAM_URL GLOBAL_SEARCH_URL GLOBAL_CATALOG_URL
+
+then: from qiskit_ibm_runtime import QiskitRuntimeService; service = QiskitRuntimeService()
 """
 
 
@@ -49,25 +72,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help="listen address (QRS_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (QRS_PORT, default 8000)")
+    parser.add_argument("--proxy-port", type=int, help="proxy mode's CONNECT port (QRS_PROXY_PORT, default off)")
     sub = parser.add_subparsers(dest="command")
     api = sub.add_parser("api", help="run the API only (REDIS_URL required)")
     api.add_argument("--host", dest="sub_host")
     api.add_argument("--port", dest="sub_port", type=int)
+    api.add_argument("--proxy-port", dest="sub_proxy_port", type=int)
     sub.add_parser("worker", help="run one worker (REDIS_URL required)")
     sub.add_parser("worker-health", help="exit 0 if a worker on this host has a current heartbeat")
     return parser
 
 
 def _serve(settings: Settings, embedded: bool) -> None:
-    import uvicorn
-
     from qiskit_runtime_server.api.app import create_app
-    from qiskit_runtime_server.api.server import server_config
     from qiskit_runtime_server.shared.queue import connect
 
+    proxy = _proxy_files(settings)
+
+    def ready() -> None:
+        print(client_recipe(settings, proxy), flush=True)
+
     if not embedded:
-        app = create_app(settings, on_ready=lambda: print(client_recipe(settings), flush=True))
-        uvicorn.Server(server_config(app, settings)).run()
+        asyncio.run(_run_http(create_app(settings, on_ready=ready), settings, proxy))
         return
 
     from qiskit_runtime_server.worker.app import build_worker
@@ -84,12 +110,43 @@ def _serve(settings: Settings, embedded: bool) -> None:
 
     async def main() -> None:
         pool = await connect(settings.redis_url)
-        app = create_app(
-            settings, pool, background=with_worker, on_ready=lambda: print(client_recipe(settings), flush=True)
-        )
-        await uvicorn.Server(server_config(app, settings)).serve()
+        await _run_http(create_app(settings, pool, background=with_worker, on_ready=ready), settings, proxy)
 
     asyncio.run(main())
+
+
+def _proxy_files(settings: Settings) -> ProxyFiles | None:
+    """Proxy mode's certificates (made or reused now, so the recipe can name them), or None when off."""
+    if settings.proxy_port is None:
+        return None
+    from pathlib import Path
+
+    from qiskit_runtime_server.api.proxy.ca import default_proxy_dir, ensure_certificates
+
+    directory = Path(settings.proxy_dir).expanduser() if settings.proxy_dir else default_proxy_dir()
+    try:
+        return ensure_certificates(directory)
+    except (PermissionError, ValueError) as exc:
+        sys.exit(f"qiskit-runtime-server: proxy mode: {exc}")
+
+
+async def _run_http(app: object, settings: Settings, proxy: ProxyFiles | None) -> None:
+    """uvicorn on ``settings.host:port``, and proxy mode's CONNECT listener beside it when on."""
+    import uvicorn
+
+    from qiskit_runtime_server.api.server import server_config
+
+    server = uvicorn.Server(server_config(app, settings))
+    if proxy is None or settings.proxy_port is None:
+        await server.serve()
+        return
+    from qiskit_runtime_server.api.proxy.ca import server_context
+    from qiskit_runtime_server.api.proxy.tunnel import ConnectProxy, running_proxy
+
+    upstream_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    tunnel = ConnectProxy(settings.host, settings.proxy_port, (upstream_host, settings.port), server_context(proxy))
+    async with running_proxy(tunnel):
+        await server.serve()
 
 
 def _work(settings: Settings) -> None:
@@ -132,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     host = getattr(args, "sub_host", None) or args.host
     port = getattr(args, "sub_port", None) or args.port
-    settings = load_settings(host=host, port=port)
+    proxy_port = getattr(args, "sub_proxy_port", None) or args.proxy_port
+    settings = load_settings(host=host, port=port, proxy_port=proxy_port)
     if args.command in ("api", "worker", "worker-health") and settings.redis_url is None:
         sys.exit(f"qiskit-runtime-server {args.command}: set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     if args.command == "worker-health":

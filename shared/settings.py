@@ -31,6 +31,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     redis_url: str | None = None
     # Base URL printed in the client recipe; defaults to http://{host}:{port}.
     public_url: str | None = None
+    # Proxy mode (api/proxy/): a CONNECT proxy for IBM's hosts on this port, for clients 0.40-0.48.
+    # Unset: off. QRS_PROXY_DIR keeps its CA (default $XDG_DATA_HOME/qiskit-runtime-server/proxy).
+    proxy_port: int | None = None
+    proxy_dir: str | None = None
     queue_name: str = "qrs:queue"
     # Seconds an API request waits for an unreachable Redis before it answers 503
     # service_unavailable (api/app.py); workers keep riding out outages for ~30 s per command.
