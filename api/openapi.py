@@ -122,14 +122,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/search/v3/resources/search"): {"summary": "Global Search: the instances the key may use."},
     ("POST", "/v3/resources/search"): {"summary": "Global Search (path without the /search prefix)."},
     ("GET", "/catalog/{plan_id}"): {"summary": "Global Catalog: an instance plan's name and pricing."},
-    ("GET", "/api/v1/backends"): {"summary": "The served fake backends."},
+    ("GET", "/api/v1/backends"): {
+        "summary": "The served fake backends (IBM-API-Version before 2025-05-01: their names only)."
+    },
     ("GET", "/api/v1/backends/{name}/configuration"): {"summary": "A backend's configuration."},
     ("GET", "/api/v1/backends/{name}/properties"): {
         "summary": "A backend's calibration properties.",
         "query": [_query("updated_before", _TIMESTAMP, "the snapshot only if not newer than this")],
     },
     ("GET", "/api/v1/backends/{name}/status"): {"summary": "A backend's status and queue length."},
-    ("GET", "/api/v1/backends/{name}/defaults"): {"summary": "A backend's pulse defaults (none: 404)."},
+    ("GET", "/api/v1/backends/{name}/defaults"): {"summary": "A backend's pulse defaults (none: null)."},
     ("POST", "/api/v1/jobs"): {"summary": "Submit a job.", "body": _json_body("JobSubmission")},
     ("GET", "/api/v1/jobs"): {"summary": "List the instance's jobs.", "query": _JOB_LIST_PARAMETERS},
     ("GET", "/api/v1/jobs/{job_id}"): {

@@ -8,13 +8,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from qiskit_runtime_server.api.api_version import lists_device_names
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.dashboard.estimates import queue_estimate
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse
 from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.backends import ServedBackend
-from qiskit_runtime_server.shared.errors import InvalidRequest, NotFound
+from qiskit_runtime_server.shared.errors import InvalidRequest
 
 
 def _bool_param(value: str | None) -> bool:
@@ -26,11 +27,15 @@ async def list_backends(request: Request) -> Response:
     """``GET /backends``: every served name with status, qubit count, calibration id and the
     live queue length of its device (jobs sent under any of the device's names).
 
-    Mock devices (``"class": "mock"``) only with ``include_mocks=true``, as on IBM.
+    Mock devices (``"class": "mock"``) only with ``include_mocks=true``, as on IBM. Clients
+    of API versions before 2025-05-01 (qiskit-ibm-runtime 0.40) get the served names alone
+    (api/api_version.py).
     """
     authenticate(request)
     catalog = app_state(request)["catalog"]
     names = catalog.names(include_mocks=_bool_param(request.query_params.get("include_mocks")))
+    if lists_device_names(request):
+        return MsgspecResponse({"devices": names})
     everything = catalog.names(include_mocks=True)
     async with app_state(request)["store"].redis.pipeline(transaction=False) as pipe:
         for name in everything:
@@ -104,11 +109,18 @@ async def status(request: Request) -> Response:
 
 
 async def defaults(request: Request) -> Response:
-    """``GET /backends/{name}/defaults``: fake backends carry no pulse defaults."""
+    """``GET /backends/{name}/defaults``: 200 with ``null``, IBM's answer for a backend without
+    pulse defaults (no fake backend of the client ships ``defs_*.json`` any more).
+
+    qiskit-ibm-runtime 0.40 asks for it on the first attribute the backend object lacks (its
+    ``__getattr__`` loads properties and defaults, e.g. for qiskit's transpiler
+    ``hasattr(backend, "get_scheduling_stage_plugin")``) and keeps ``None`` for a falsy body;
+    an error status raises ``RequestsApiError`` through ``hasattr``, an empty body a JSON
+    decoding error. Unknown backends: 404.
+    """
     authenticate(request)
-    name = request.path_params["name"]
-    app_state(request)["catalog"].get(name)
-    raise NotFound(f"Backend {name} has no pulse defaults.")
+    app_state(request)["catalog"].get(request.path_params["name"])
+    return RawJSONResponse(b"null")
 
 
 routes = [

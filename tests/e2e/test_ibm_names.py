@@ -147,6 +147,22 @@ def test_mock_backends_are_listed_only_with_include_mocks(deployment, service) -
     assert service.backend("mock_sherbrooke").num_qubits == 127
 
 
+def test_api_version_2024_01_01_lists_names_and_defaults_is_null(deployment, service) -> None:
+    """qiskit-ibm-runtime 0.40's dialect over real HTTP, next to the installed client's."""
+    headers = _headers(deployment.base)
+    url = f"{deployment.base}/api/v1/backends"
+    old = httpx.get(url, headers={**headers, "IBM-API-Version": "2024-01-01"}).json()["devices"]
+    for version in ("2025-05-01", "2026-04-15"):
+        current = httpx.get(url, headers={**headers, "IBM-API-Version": version}).json()["devices"]
+        assert old == [d["name"] for d in current]
+    assert "ibm_sherbrooke" in old and all(isinstance(name, str) for name in old)
+    # What 0.40 asks on the first attribute its backend object lacks; the installed client
+    # no longer does, and keeps reading objects.
+    defaults = httpx.get(f"{url}/ibm_sherbrooke/defaults", headers={**headers, "IBM-API-Version": "2024-01-01"})
+    assert defaults.status_code == 200 and defaults.json() is None
+    assert {b.name for b in service.backends()} == set(old)
+
+
 def _usage(service) -> float:  # type: ignore[no-untyped-def]
     return float(service.usage()["usage_consumed_seconds"])
 
