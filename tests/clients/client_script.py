@@ -204,7 +204,7 @@ class Run:
 def main() -> int:
     """Run every step in order; a failed connect or backends step ends the run (the rest need them)."""
     started = time.monotonic()
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("qiskit-ibm-runtime", "qiskit", "requests", "ibm-cloud-sdk-core"):
         try:
             versions[name] = importlib.metadata.version(name)

@@ -182,7 +182,8 @@ def selected_versions(session: pytest.Session) -> list[str]:
     chosen = []
     for item in session.items:
         callspec = getattr(item, "callspec", None)
-        if item.module is not None and item.module.__name__ == __name__ and callspec is not None:
+        module = getattr(item, "module", None)
+        if module is not None and module.__name__ == __name__ and callspec is not None:
             version = callspec.params.get("version")
             if version in VERSIONS and version not in chosen:
                 chosen.append(version)
