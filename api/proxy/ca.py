@@ -35,7 +35,7 @@ SYSTEM_BUNDLES = (
 
 
 class ProxyFiles(msgspec.Struct, frozen=True):
-    """Paths of the proxy's files: the CA certificate, the leaf pair, and the client bundle.
+    """Paths of the proxy's files: the CA certificate, the leaf pair (its chain), and the client bundle.
 
     ``bundle`` is the file for ``REQUESTS_CA_BUNDLE``: the system CAs followed by ours, so
     the same shell still reaches every other HTTPS site ``requests`` is used for.
@@ -85,7 +85,10 @@ def ensure_certificates(directory: Path, hosts: tuple[str, ...] = PROXIED_HOSTS)
         files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     leaf_key, leaf_cert = _new_leaf(ca_key, ca_cert, hosts)
     _write_private(files.leaf_key, _pem_key(leaf_key))
-    files.leaf_cert.write_bytes(leaf_cert.public_bytes(serialization.Encoding.PEM))
+    # The leaf file carries its chain (leaf, then CA), as the TLS server presents it.
+    files.leaf_cert.write_bytes(
+        leaf_cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
+    )
     files.bundle.write_bytes(_system_bundle() + ca_cert.public_bytes(serialization.Encoding.PEM))
     return files
 
@@ -94,9 +97,7 @@ def server_context(files: ProxyFiles) -> ssl.SSLContext:
     """The TLS server context that presents the leaf (and the CA as its chain), TLS 1.2+."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    chain = files.directory / "leaf-chain.pem"
-    chain.write_bytes(files.leaf_cert.read_bytes() + files.ca_cert.read_bytes())
-    context.load_cert_chain(chain, files.leaf_key)
+    context.load_cert_chain(files.leaf_cert, files.leaf_key)
     context.set_alpn_protocols(["http/1.1"])
     return context
 
@@ -116,17 +117,7 @@ def _new_ca(hosts: tuple[str, ...]) -> tuple[ec.EllipticCurvePrivateKey, x509.Ce
         .not_valid_after(now + dt.timedelta(days=365 * CA_YEARS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(signs_certificates=True),
             critical=True,
         )
         .add_extension(
@@ -156,17 +147,7 @@ def _new_leaf(
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(signs_certificates=False),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -175,6 +156,21 @@ def _new_leaf(
         .sign(ca_key, hashes.SHA256())
     )
     return key, cert
+
+
+def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    """A CA signs certificates (and CRLs); the leaf only signs its TLS handshakes."""
+    return x509.KeyUsage(
+        digital_signature=not signs_certificates,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _require_permits(ca_cert: x509.Certificate, hosts: tuple[str, ...]) -> None:
