@@ -62,6 +62,8 @@ class JobRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     attempts: int = 0
     num_pubs: int | None = None
     qiskit_version: str | None = None
+    # The worker's predicted simulation time (s) from the methods and sizes it ran.
+    predicted_seconds: float | None = None
 
 
 class JobSubmission(msgspec.Struct, kw_only=True):

@@ -86,6 +86,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     default_precision: float = 0.015625
     # Upper bound on a job's running time in seconds, and the value used when a job sets no cost.
     max_execution_time: int = 10_800
+    # Most seconds of simulation a job may be predicted to need (from its methods and sizes,
+    # worker/engines/methods.py); a job predicted past this or its max_execution_time fails at
+    # once with the prediction and the method named, instead of holding a worker.
+    max_job_seconds: float = 600.0
     # Seconds a status request for an unfinished job may wait for it to finish before answering:
     # the client's first poll comes right after submission, so a small job's result is ready
     # on it instead of 0.5 s later. 0 answers at once.

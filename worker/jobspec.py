@@ -29,6 +29,9 @@ class ExecutionRequest:
     limits: JobLimits = field(default_factory=JobLimits)
     # Only decode and classify (shared/routing.py): the Outcome's device_class, nothing simulated.
     classify: bool = False
+    # Seconds of simulation the job may be predicted to need (the lower of its max_execution_time
+    # and QRS_MAX_JOB_SECONDS); a run predicted past it fails the job before it starts.
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -42,3 +45,5 @@ class Outcome:
     qiskit_version: str
     # Set by a classify request: "cpu" or "gpu" (worker/programs/device_class.py).
     device_class: str = ""
+    # The engine's predicted simulation time (s) for the runs it made (worker/engines/methods.py).
+    predicted_seconds: float | None = None

@@ -93,6 +93,7 @@ def execute(request: ExecutionRequest) -> Outcome:
         device_class, why = job_device_class(request.program_id, params, request.defaults, _memory_limit_mb)
         return Outcome(b"", [why], 0, 0.0, qiskit.__version__, device_class=device_class)
     engine = engine_for(request.device, _memory_limit_mb)
+    report = engine.begin_job(request.max_seconds)
     start = time.perf_counter()
     output = program(params, request.backend, engine, request.defaults)
     elapsed = time.perf_counter() - start
@@ -100,7 +101,14 @@ def execute(request: ExecutionRequest) -> Outcome:
     text = result if isinstance(result, bytes) else json.dumps(result, cls=RuntimeEncoder).encode()
     # Dry runs on mock backends bill no usage, as on IBM.
     billed = elapsed if output.billable else 0.0
-    return Outcome(text, output.warnings, output.num_pubs, billed, qiskit.__version__)
+    return Outcome(
+        text,
+        output.warnings + report.log_lines(),
+        output.num_pubs,
+        billed,
+        qiskit.__version__,
+        predicted_seconds=round(report.predicted_seconds, 4),
+    )
 
 
 def warm_up(device: str = "CPU", backends: Sequence[str] = ()) -> None:

@@ -106,6 +106,7 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
         device=settings.device,
         defaults=Defaults(settings.default_shots, settings.default_precision, settings.max_shots),
         limits=settings.job_limits,
+        max_seconds=_prediction_cap(record.cost, settings),
     )
     limit = min(record.cost or settings.max_execution_time, settings.max_execution_time)
     runner = ctx["runner"]
@@ -169,11 +170,22 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
         quantum_seconds=outcome.quantum_seconds,
         num_pubs=outcome.num_pubs,
         qiskit_version=outcome.qiskit_version,
+        predicted_seconds=outcome.predicted_seconds,
         log=log,
     ):
         ctx.get("fenced", set()).add(job_id)
         return "fenced"
     return JobStatus.COMPLETED.value
+
+
+def _prediction_cap(cost: int | None, settings: Settings) -> float:
+    """The most simulation time a job may be predicted to need: its ``max_execution_time``
+    (``cost``), the server's ``QRS_MAX_EXECUTION_TIME`` and ``QRS_MAX_JOB_SECONDS``, whichever is
+    lowest."""
+    limits = [float(settings.max_execution_time), float(settings.max_job_seconds)]
+    if cost:
+        limits.append(float(cost))
+    return min(limits)
 
 
 async def _forwarded_to_gpu(ctx: WorkerContext, job_id: str, program_id: str, backend: str) -> bool:

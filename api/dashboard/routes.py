@@ -342,6 +342,7 @@ def job_row(record: JobRecord) -> dict[str, Any]:
         "attempts": record.attempts,
         "reason": record.reason,
         "quantum_seconds": record.quantum_seconds,
+        "predicted_seconds": record.predicted_seconds,
     }
 
 

@@ -172,6 +172,7 @@ async def job_metrics(request: Request) -> Response:
             "qiskit_version": record.qiskit_version,
             "worker_id": record.worker_id,
             "attempts": record.attempts,
+            "predicted_seconds": record.predicted_seconds,
             "caller": "qiskit",
         }
     )

@@ -250,7 +250,7 @@ def test_group_too_big_for_memory_fails_the_job_with_a_reason() -> None:
 
 
 def test_gpu_worker_sends_only_large_statevector_runs_to_the_gpu() -> None:
-    from qiskit_runtime_server.worker.engines.aer import GPU_MIN_WORK, run_options
+    from qiskit_runtime_server.worker.engines.methods import GPU_MIN_WORK, run_options
 
     wide = QuantumCircuit(24)
     small = QuantumCircuit(4)

@@ -12,7 +12,6 @@ the unit tests check statistically.
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import re
 from collections import OrderedDict
@@ -32,6 +31,13 @@ from qiskit_aer.noise import NoiseModel, QuantumError
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
+from qiskit_runtime_server.worker.engines.clifford import (
+    Approximation,
+    bound_circuits,
+    clifford_at_every_binding,
+    pauli_twirl,
+    stabilizer_ready,
+)
 from qiskit_runtime_server.worker.engines.compaction import (
     Instruction,
     compact_circuit,
@@ -40,34 +46,24 @@ from qiskit_runtime_server.worker.engines.compaction import (
 )
 from qiskit_runtime_server.worker.engines.estimation import estimate_pub, pauli_terms
 from qiskit_runtime_server.worker.engines.factorized import sample_bits
+from qiskit_runtime_server.worker.engines.light_cone import backward_cone, recorded_clbits, restrict
+from qiskit_runtime_server.worker.engines.methods import (
+    DENSITY_MATRIX_ADVANTAGE,
+    KRAUS_MAX_QUBITS,
+    estimate_memory,
+    max_statevector_qubits,
+    mps_order,
+    predict_seconds,
+    run_options,
+    samples_at_end,
+)
 from qiskit_runtime_server.worker.engines.partition import Component, noise_is_local
+from qiskit_runtime_server.worker.engines.report import SimulationReport
 from qiskit_runtime_server.worker.engines.single_qubit import NoiseChannels
 from qiskit_runtime_server.worker.errors import ProgramError
 
 # Distinct (backend, qubits, instructions) simulators kept per process.
 SIMULATOR_CACHE_SIZE = 128
-# Runs with less estimated work than this (amplitudes touched per instruction: 4**n for a
-# density matrix, shots * 2**n for trajectories) use one OpenMP thread: threads only add
-# start-up and spinning there (measured: a 2-qubit run is no faster with 2 threads, a 10-qubit
-# 1000-shot trajectory run is 1.4x faster).
-SINGLE_THREAD_WORK = 2**18
-# A density-matrix run costs about 4**n per instruction, a trajectory run shots * 2**n, but one
-# density-matrix amplitude costs less than one trajectory amplitude (no noise sampling, no
-# per-shot restart): measured on fake_kolkata, 10 qubits/1000 shots took 2.3 s as a density
-# matrix and 5.9 s as trajectories, 12 qubits/1000 shots 11.5 s and 8.1 s, i.e. a factor of
-# about 2.6. Noisy runs use a density matrix when 4**n < DENSITY_MATRIX_ADVANTAGE * shots * 2**n
-# (Aer's own rule is shots > 2**n, which picks trajectories for the 10-qubit case).
-DENSITY_MATRIX_ADVANTAGE = 2.5
-# Gate errors in Kraus form help density-matrix runs of few qubits (noisy Bell: 9 vs 14 ms) and
-# stop paying at 10 qubits (2.29 vs 2.32 s); at 12 they cost more (13.0 vs 11.5 s).
-KRAUS_MAX_QUBITS = 10
-# On a GPU worker, statevector and density-matrix runs with at least this much work go to the
-# GPU; smaller ones stay on the CPU, where they finish before a kernel launch pays off. Matrix
-# product state and stabilizer runs always use the CPU (Aer has no GPU version of them).
-GPU_MIN_WORK = 2**22
-GPU_METHODS = frozenset({"automatic", "statevector", "density_matrix"})
-# GPU runs at least this wide use cuStateVec (cuQuantum) when the installed qiskit-aer-gpu has it.
-CUSTATEVEC_MIN_QUBITS = 20
 
 
 @cache
@@ -124,8 +120,19 @@ class AerEngine:
         self.memory_limit_mb = memory_limit_mb or default_memory_limit_mb()
         self._simulators: OrderedDict[tuple[object, ...], tuple[AerSimulator, bool]] = OrderedDict()
         self._kraus_errors: dict[tuple[str, str, tuple[int, ...]], QuantumError] = {}
+        self._twirled: dict[tuple[str, str, tuple[int, ...]], tuple[QuantumError, float]] = {}
         self._channels: dict[str, NoiseChannels] = {}
         self._custatevec = self.device == "GPU"
+        # What the current job ran (methods, approximations, predicted time); see begin_job.
+        self.report = SimulationReport()
+        self.max_job_seconds: float | None = None
+
+    def begin_job(self, max_seconds: float | None = None) -> SimulationReport:
+        """Start a job's report; ``max_seconds`` fails the job before any run predicted to take it
+        past that many seconds of simulation in all (``ProgramError`` naming the prediction)."""
+        self.report = SimulationReport()
+        self.max_job_seconds = max_seconds
+        return self.report
 
     def num_qubits(self, backend_name: str) -> int:
         return int(fake_backend(backend_name).num_qubits)
@@ -139,14 +146,29 @@ class AerEngine:
         backend_name: str | None,
         keep: Sequence[int],
         used: frozenset[Instruction],
-        kraus: bool,
+        form: str,
     ) -> NoiseModel | None:
-        if not kraus:
+        """``model`` cut down to ``keep`` and ``used``; ``form`` is ``"exact"``, ``"kraus"``
+        (gate errors as one Kraus channel each) or ``"pauli"`` (errors the stabilizer method cannot
+        apply replaced by their Pauli twirl, see ``clifford.py``)."""
+        if form == "exact":
             return reduce_noise_model(model, keep, used)
-        # Convert every error this group needs in one Aer call, then look them up.
-        cache = self._kraus_errors if backend_name is not None else {}
         source = backend_name or ""
         local = getattr(model, "_local_quantum_errors", {})
+        if form == "pauli":
+            twirled = self._twirled if backend_name is not None else {}
+
+            def twirl(name: str, qubits: tuple[int, ...], error: QuantumError) -> QuantumError:
+                if stabilizer_ready(error):
+                    return error
+                if (source, name, qubits) not in twirled:
+                    approximation = pauli_twirl(error)
+                    twirled[(source, name, qubits)] = (approximation.error, approximation.distance)
+                return twirled[(source, name, qubits)][0]
+
+            return reduce_noise_model(model, keep, used, twirl)
+        # Convert every error this group needs in one Aer call, then look them up.
+        cache = self._kraus_errors if backend_name is not None else {}
         missing = [
             (name, qubits, local[name][qubits])
             for name, qubits in used
@@ -174,25 +196,25 @@ class AerEngine:
         noise_model: NoiseModel | None,
         keep: Sequence[int],
         used: frozenset[Instruction],
-        kraus: bool = False,
+        form: str = "exact",
     ) -> tuple[AerSimulator, bool]:
         """The simulator for a group on physical qubits ``keep`` applying ``used``, and whether it
         expects the group compacted to ``len(keep)`` qubits (``False``: the full circuit).
-        ``kraus`` gives the gate errors in Kraus form.
+        ``form`` is how its gate errors are given (see :meth:`_reduce`).
 
         The backend's own noise model gives cached simulators; an explicit model (an option of
         this one job) gives a fresh one.
         """
         if noise_model is not None:
-            reduced = self._reduce(noise_model, None, keep, used, kraus) if self.compact else None
+            reduced = self._reduce(noise_model, None, keep, used, form) if self.compact else None
             return (
                 (self._new_simulator(noise_model), False) if reduced is None else (self._new_simulator(reduced), True)
             )
-        key = (backend_name, tuple(keep), used, self.compact, kraus)
+        key = (backend_name, tuple(keep), used, self.compact, form)
         cached = self._simulators.get(key)
         if cached is None:
             model = backend_noise_model(backend_name)
-            reduced = self._reduce(model, backend_name, keep, used, kraus) if self.compact else None
+            reduced = self._reduce(model, backend_name, keep, used, form) if self.compact else None
             cached = (self._new_simulator(reduced if reduced is not None else model), reduced is not None)
             self._simulators[key] = cached
             if len(self._simulators) > SIMULATOR_CACHE_SIZE:
@@ -215,6 +237,70 @@ class AerEngine:
         sim.set_options(**options)
         return str(options["method"])
 
+    def _admit(
+        self, method: str, circuit: QuantumCircuit, shots: int, experiments: int, keep: Sequence[int], noisy: bool
+    ) -> None:
+        """Add one run's predicted time to the job's; fail the job if that passes its cap.
+
+        Raises:
+            ProgramError: the job's predicted simulation time exceeds ``max_job_seconds``.
+        """
+        seconds = predict_seconds(method, circuit, shots, experiments, noisy)
+        self.report.add_run(method, len(keep), seconds)
+        cap = self.max_job_seconds
+        if cap is not None and self.report.predicted_seconds > cap:
+            raise ProgramError(
+                f"The job is predicted to run for about {self.report.predicted_seconds:.3g} s of simulation, "
+                f"more than its limit of {cap:.3g} s (the simulation of qubits {sorted(keep)} alone, "
+                f"{len(keep)} qubits with method {method}, about {seconds:.3g} s)."
+            )
+
+    def _stabilizer_group(
+        self,
+        backend_name: str,
+        noise_model: NoiseModel | None,
+        sub: QuantumCircuit,
+        keep: list[int],
+        used: frozenset[Instruction],
+        values: np.ndarray,
+        shots: int,
+        seed: int,
+    ) -> list[SamplerPub] | None:
+        """The noisy Clifford group ``sub`` on the stabilizer method with Pauli-twirled noise, or
+        ``None`` when that does not apply (not Clifford at every binding, delays under a
+        relaxation pass, errors no twirl can make stabilizer-ready)."""
+        bindings = BindingsArray({tuple(sub.parameters): values}) if sub.num_parameters else BindingsArray()
+        if not clifford_at_every_binding(sub, bindings):
+            return None
+        model = noise_model if noise_model is not None else backend_noise_model(backend_name)
+        if getattr(model, "_custom_noise_passes", None) and any(i.operation.name == "delay" for i in sub.data):
+            return None  # the relaxation pass would add thermal (Kraus) errors on the delays
+        sim, compacted = self.simulator(backend_name, noise_model, keep, used, form="pauli")
+        reduced = sim.options.noise_model
+        if not compacted or not _stabilizer_noise(reduced):
+            return None
+        circuits = bound_circuits(sub, values) if sub.num_parameters else [sub]
+        experiment_shots = shots if sub.num_parameters else shots * values.shape[0]
+        self._admit("stabilizer", sub, experiment_shots, len(circuits), keep, noisy=True)
+        sim.set_options(method="stabilizer", device="CPU", max_parallel_threads=0)
+        self.report.add_approximation(self._approximation(backend_name, noise_model, sub, keep))
+        return [SamplerPub(circuit, BindingsArray(), experiment_shots, validate=False) for circuit in circuits]
+
+    def _approximation(
+        self, backend_name: str, noise_model: NoiseModel | None, sub: QuantumCircuit, keep: Sequence[int]
+    ) -> Approximation:
+        """Which errors of a stabilizer run were twirled, and the bound on any expectation value."""
+        source = "" if noise_model is not None else backend_name
+        errors: dict[tuple[str, tuple[int, ...]], float] = {}
+        bound = 0.0
+        for instruction in sub.data:
+            qubits = tuple(keep[sub.find_bit(q).index] for q in instruction.qubits)
+            entry = self._twirled.get((source, instruction.operation.name, qubits))
+            if entry is not None:
+                errors[(instruction.operation.name, qubits)] = entry[1]
+                bound += entry[1]
+        return Approximation(errors, bound)
+
     def run_group(
         self,
         backend_name: str,
@@ -229,67 +315,82 @@ class AerEngine:
         """Bits ``(bindings, shots, len(group.clbits))`` of one group, from one Aer call.
 
         A group without parameters runs once with ``bindings * shots`` shots (every binding has
-        the same law); otherwise all bindings go to Aer as parameter binds.
+        the same law); otherwise all bindings go to Aer as parameter binds. A noisy group wider
+        than ``KRAUS_MAX_QUBITS`` that is Clifford at every binding runs on the stabilizer
+        method, one bound circuit per binding, with Pauli-twirled noise (``clifford.py``).
 
         Raises:
-            ProgramError: Aer cannot run the group (for example, it does not fit in memory).
+            ProgramError: Aer cannot run the group (for example, it does not fit in memory), or
+                the job's predicted time passes its cap.
         """
         keep = list(group.qubits)
         sub = compact_circuit(circuit, keep, others="drop")
         used = frozenset((name, tuple(keep[i] for i in qubits)) for name, qubits in used_instructions([sub]))
         bindings = values.shape[0]
+        sub_values = values[:, [columns[p] for p in sub.parameters]]
         experiment_shots = shots if sub.num_parameters else shots * bindings
         limit = self.memory_limit_mb * 2**20
         model = noise_model if noise_model is not None else backend_noise_model(backend_name)
         width = len(keep)
-        density = (
-            not model.is_ideal()
-            and 4.0**width < DENSITY_MATRIX_ADVANTAGE * experiment_shots * 2.0**width
-            and 16 * 4.0**width <= limit
-            and samples_at_end(sub)
-            # Wide Clifford groups: Aer may take the (far cheaper) stabilizer route. Narrow ones
-            # run fastest as a Kraus density matrix (noisy Bell: 2.3 ms instead of 8 ms).
-            and (width <= KRAUS_MAX_QUBITS or not is_clifford(sub))
-        )
-        sim, compacted = self.simulator(
-            backend_name, noise_model, keep, used, kraus=density and width <= KRAUS_MAX_QUBITS
-        )
-        if not compacted:
-            sub = circuit
-            density = False
-        work = 4.0**sub.num_qubits if density else experiment_shots * 2.0**sub.num_qubits
-        method = self._configure(sim, sub, work, density)
-        needed = estimate_memory(sub, method)
-        if needed > limit:
-            raise ProgramError(
-                f"The simulation of qubits {keep} ({len(keep)} interacting qubits) would need about "
-                f"{needed / 2**30:.3g} GiB with method {method}, more than the {limit / 2**30:.3g} GiB one "
-                "job may use (QRS_JOB_MEMORY_LIMIT)."
-            )
-        sampler = AerSamplerV2.from_backend(sim, seed=seed)
-        if sub.num_parameters:
-            parameters = tuple(sub.parameters)
-            bound = BindingsArray({parameters: values[:, [columns[p] for p in parameters]]})
-            pub = SamplerPub(sub, bound, shots, validate=False)
+        pubs = None
+        if width > KRAUS_MAX_QUBITS and not model.is_ideal() and self.compact:
+            pubs = self._stabilizer_group(backend_name, noise_model, sub, keep, used, sub_values, shots, seed)
+        if pubs is not None:
+            sim = self.simulator(backend_name, noise_model, keep, used, form="pauli")[0]
+            method = "stabilizer"
         else:
-            pub = SamplerPub(sub, BindingsArray(), shots * bindings, validate=False)
+            density = (
+                not model.is_ideal()
+                and 4.0**width < DENSITY_MATRIX_ADVANTAGE * experiment_shots * 2.0**width
+                and 16 * 4.0**width <= limit
+                and samples_at_end(sub)
+            )
+            if not density and width > max_statevector_qubits(self.memory_limit_mb, self.device):
+                # A matrix product state: lay the qubits along the circuit's interactions.
+                keep = [keep[i] for i in mps_order(sub, list(range(width)))]
+                sub = compact_circuit(circuit, keep, others="drop")
+            form = "kraus" if density and width <= KRAUS_MAX_QUBITS else "exact"
+            sim, compacted = self.simulator(backend_name, noise_model, keep, used, form=form)
+            if not compacted:
+                sub = circuit
+                density = False
+            work = 4.0**sub.num_qubits if density else experiment_shots * 2.0**sub.num_qubits
+            method = self._configure(sim, sub, work, density)
+            needed = estimate_memory(sub, method)
+            if needed > limit:
+                raise ProgramError(
+                    f"The simulation of qubits {sorted(keep)} ({len(keep)} interacting qubits) would need about "
+                    f"{needed / 2**30:.3g} GiB with method {method}, more than the {limit / 2**30:.3g} GiB one "
+                    "job may use (QRS_JOB_MEMORY_LIMIT)."
+                )
+            experiments = bindings if sub.num_parameters else 1
+            self._admit(method, sub, experiment_shots, experiments, keep, noisy=not model.is_ideal())
+            if sub.num_parameters:
+                parameters = tuple(sub.parameters)
+                bound = BindingsArray({parameters: sub_values})
+                pubs = [SamplerPub(sub, bound, shots, validate=False)]
+            else:
+                pubs = [SamplerPub(sub, BindingsArray(), shots * bindings, validate=False)]
+        sampler = AerSamplerV2.from_backend(sim, seed=seed)
         try:
             try:
-                data = sampler.run([pub]).result()[0].data
+                results = sampler.run(pubs).result()
             except Exception as exc:
                 if not (sim.options.get("cuStateVec_enable") and "custatevec" in str(exc).lower()):
                     raise
                 self._custatevec = False  # this qiskit-aer-gpu build has no cuQuantum
                 sim.set_options(cuStateVec_enable=False)
-                data = sampler.run([pub]).result()[0].data
+                results = sampler.run(pubs).result()
         except Exception as exc:  # Aer reports memory and method failures as exceptions
             raise ProgramError(
-                f"The simulation of qubits {keep} ({len(keep)} qubits, method {method}) failed: {_plain(str(exc))}"
+                f"The simulation of qubits {sorted(keep)} ({len(keep)} qubits, method {method}) failed: "
+                f"{_plain(str(exc))}"
             ) from None
         bits = np.zeros((bindings, shots, circuit.num_clbits), dtype=bool)
         for register in sub.cregs:
             indices = [circuit.find_bit(bit).index for bit in register]
-            bits[:, :, indices] = data[register.name].to_bool_array(order="little").reshape(bindings, shots, -1)
+            recorded = [result.data[register.name].to_bool_array(order="little") for result in results]
+            bits[:, :, indices] = np.concatenate(recorded).reshape(bindings, shots, -1)
         return bits[:, :, list(group.clbits)]
 
     def sample_bits(
@@ -308,6 +409,15 @@ class AerEngine:
         else:
             values = np.zeros((parameter_values.size, 0))
         model = noise_model if noise_model is not None else backend_noise_model(backend_name)
+        local = noise_is_local(model)
+        if local:
+            # Only the light cone of the recorded bits can change them (light_cone.py).
+            cone = backward_cone(circuit, clbits=recorded_clbits(circuit))
+            if cone is not None and len(cone.instructions) < len(circuit.data):
+                reduced = restrict(circuit, cone)
+                position = {parameter: i for i, parameter in enumerate(parameters)}
+                values = values[:, [position[p] for p in reduced.parameters]]
+                circuit = reduced
         return sample_bits(
             circuit,
             values,
@@ -315,7 +425,7 @@ class AerEngine:
             self.noise_channels(backend_name, noise_model),
             partial(self.run_group, backend_name, noise_model),
             rng,
-            factorize=self.factorize and noise_is_local(model),
+            factorize=self.factorize and local,
         )
 
     def sample(
@@ -379,29 +489,6 @@ class AerEngine:
 
 
 # Gates that map Pauli operators to Pauli operators (rz only at multiples of pi/2).
-_CLIFFORD_GATES = frozenset(
-    {"id", "x", "y", "z", "h", "s", "sdg", "sx", "sxdg", "cx", "cy", "cz", "swap", "ecr", "iswap", "dcx"}
-)
-_NON_GATES = frozenset({"measure", "reset", "barrier", "delay"})
-
-
-def is_clifford(circuit: QuantumCircuit) -> bool:
-    """Whether every operation is a Clifford gate, a measurement, reset, barrier or delay."""
-    for instruction in circuit.data:
-        op = instruction.operation
-        if op.name in _CLIFFORD_GATES or op.name in _NON_GATES:
-            continue
-        if op.name == "rz" and not op.is_parameterized() and _quarter_turn(float(op.params[0])):
-            continue
-        return False
-    return True
-
-
-def _quarter_turn(angle: float) -> bool:
-    turns = angle / (math.pi / 2)
-    return abs(turns - round(turns)) < 1e-9
-
-
 _SUPEROP_SIMULATOR = AerSimulator(method="superop")
 
 
@@ -424,57 +511,6 @@ def kraus_forms(errors: Sequence[QuantumError]) -> list[QuantumError]:
     return [QuantumError(Kraus(SuperOp(result.data(i)["superop"]))) for i in range(len(circuits))]
 
 
-@cache
-def max_statevector_qubits(memory_limit_mb: int | None, device: str = "CPU") -> int:
-    """The widest statevector (complex doubles, 16 bytes per amplitude) that fits the limit and
-    what Aer reports for the device (host memory, or the GPU's memory)."""
-    aer_limit = int(AerSimulator(device=device).configuration().n_qubits)
-    if not memory_limit_mb:
-        return aer_limit
-    return max(1, min(aer_limit, int(math.log2(memory_limit_mb * 2**20 / 16))))
-
-
-def choose_method(circuit: QuantumCircuit, *, noisy: bool, memory_limit_mb: int | None, device: str = "CPU") -> str:
-    """Aer's own choice while a statevector fits in memory; beyond that, a method that scales.
-
-    Aer's automatic choice is the one bare Aer makes for the same circuit (density matrix for
-    noisy runs with more shots than amplitudes, statevector otherwise, stabilizer for Clifford
-    circuits and noise). Wider than a statevector can hold: ideal Clifford circuits go to the
-    stabilizer method (polynomial in qubits), anything else to matrix product states, which
-    handle noise and low-entanglement circuits of hundreds of qubits.
-    """
-    if circuit.num_qubits <= max_statevector_qubits(memory_limit_mb, device):
-        return "automatic"
-    if not noisy and is_clifford(circuit):
-        return "stabilizer"
-    return "matrix_product_state"
-
-
-def estimate_memory(circuit: QuantumCircuit, method: str) -> float:
-    """Bytes a run of ``circuit`` needs with ``method``, before running it.
-
-    Statevector: 16 bytes per amplitude (Aer's automatic choice takes a density matrix only when
-    it fits its memory limit, so a statevector is what it needs at least). Matrix product state:
-    an upper bound from the Schmidt rank across each cut of the qubit line, which is at most
-    ``2**min(left, right)`` and grows at most 4-fold per two-qubit gate straddling the cut.
-    Stabilizer: negligible.
-    """
-    n = circuit.num_qubits
-    if method == "stabilizer":
-        return float(n * n)
-    if method != "matrix_product_state":
-        return float(16.0 * 2.0**n)
-    straddling = np.zeros(max(n - 1, 0))
-    for instruction in circuit.data:
-        if len(instruction.qubits) == 2 and instruction.operation.name != "barrier":
-            a, b = sorted(circuit.find_bit(q).index for q in instruction.qubits)
-            straddling[a:b] += 1
-    cuts = np.arange(1, n)
-    log_rank = np.minimum(2.0 * straddling, np.minimum(cuts, n - cuts))
-    bond = np.concatenate([[0.0], log_rank, [0.0]])
-    return float(np.sum(32.0 * 2.0 ** (bond[:-1] + bond[1:])))
-
-
 def default_memory_limit_mb() -> int:
     """Half of this machine's physical memory, in MiB: the default share of one job."""
     try:
@@ -484,55 +520,16 @@ def default_memory_limit_mb() -> int:
     return max(256, total // 2 // 2**20)
 
 
-def samples_at_end(circuit: QuantumCircuit) -> bool:
-    """Whether Aer can sample all shots from one final state: measurements only at the end of
-    their qubits, no reset, no control flow (Aer's condition for a density-matrix run)."""
-    measured: set[object] = set()
-    for instruction in circuit.data:
-        operation = instruction.operation
-        if operation.name == "barrier":
-            continue
-        if operation.name == "reset" or getattr(operation, "blocks", ()):
-            return False
-        if operation.name == "measure":
-            measured.update(instruction.qubits)
-        elif measured.intersection(instruction.qubits):
-            return False
-    return True
-
-
-def run_options(
-    circuit: QuantumCircuit,
-    *,
-    noisy: bool,
-    work: float,
-    device: str,
-    memory_limit_mb: int | None,
-    custatevec: bool,
-    density: bool = False,
-) -> dict[str, object]:
-    """Aer options for one run: method, device, threads (and cuStateVec on a GPU).
-
-    ``work`` is the estimated amplitudes touched per instruction (``4**n`` for a density
-    matrix, ``shots * 2**n`` for trajectories). Small runs use one OpenMP thread (see
-    ``SINGLE_THREAD_WORK``), leaving the other cores to other workers; larger ones use all of
-    them, as bare Aer does. On a GPU worker only statevector/density-matrix runs of at least
-    ``GPU_MIN_WORK`` go to the GPU. ``density`` asks for a density matrix (see
-    ``DENSITY_MATRIX_ADVANTAGE``); otherwise Aer's automatic choice or a method that scales.
-    """
-    if density:
-        method = "density_matrix"
-    else:
-        method = choose_method(circuit, noisy=noisy, memory_limit_mb=memory_limit_mb, device=device)
-    gpu = device == "GPU" and method in GPU_METHODS and work >= GPU_MIN_WORK
-    options: dict[str, object] = {
-        "method": method,
-        "device": "GPU" if gpu else "CPU",
-        "max_parallel_threads": 1 if work < SINGLE_THREAD_WORK else 0,
-    }
-    if device == "GPU":
-        options["cuStateVec_enable"] = gpu and custatevec and circuit.num_qubits >= CUSTATEVEC_MIN_QUBITS
-    return options
+def _stabilizer_noise(model: NoiseModel | None) -> bool:
+    """Whether every gate error of ``model`` is one the stabilizer method applies as it is."""
+    if model is None:
+        return True
+    local = getattr(model, "_local_quantum_errors", None)
+    default = getattr(model, "_default_quantum_errors", None)
+    if local is None or default is None:
+        return False
+    errors = [error for by_qubits in local.values() for error in by_qubits.values()] + list(default.values())
+    return all(stabilizer_ready(error) for error in errors)
 
 
 def _noisy(sim: AerSimulator) -> bool:

@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from qiskit.primitives.containers.sampler_pub import SamplerPub
     from qiskit_aer.noise import NoiseModel
 
+    from qiskit_runtime_server.worker.engines.report import SimulationReport
+
 
 class SimulationEngine(Protocol):
     """Runs coerced PUBs for one backend and returns Qiskit's own ``PrimitiveResult``.
@@ -19,6 +21,10 @@ class SimulationEngine(Protocol):
     """
 
     device: str
+    # What the current job's runs did (methods, predicted time, approximations).
+    report: SimulationReport
+
+    def begin_job(self, max_seconds: float | None = None) -> SimulationReport: ...
 
     def sample(
         self,

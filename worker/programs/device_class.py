@@ -24,9 +24,10 @@ from typing import Any
 
 from qiskit.circuit import QuantumCircuit
 
-from qiskit_runtime_server.worker.engines.aer import GPU_MIN_WORK, is_clifford, max_statevector_qubits
+from qiskit_runtime_server.worker.engines.clifford import is_clifford
 from qiskit_runtime_server.worker.engines.compaction import compact_circuit
 from qiskit_runtime_server.worker.engines.factorized import whole_circuit
+from qiskit_runtime_server.worker.engines.methods import GPU_MIN_WORK, max_statevector_qubits
 from qiskit_runtime_server.worker.engines.partition import independent_components
 from qiskit_runtime_server.worker.jobspec import Defaults
 

@@ -84,9 +84,9 @@ def _warnings(choices: SimulatorChoices, extra: dict[str, Any]) -> tuple[dict[st
     return ignored, [f"Options with no effect on a simulator were accepted and ignored: {sorted(ignored)}"]
 
 
-def _with_metadata(result: PrimitiveResult, ignored: dict[str, Any], device: str) -> PrimitiveResult:
+def _with_metadata(result: PrimitiveResult, ignored: dict[str, Any], engine: SimulationEngine) -> PrimitiveResult:
     metadata = dict(result.metadata)
-    metadata["simulator"] = {"device": device}
+    metadata["simulator"] = {"device": engine.device, **engine.report.metadata()}
     if ignored:
         metadata["ignored_options"] = ignored
     return PrimitiveResult(list(result), metadata=metadata)
@@ -141,7 +141,7 @@ def run_sampler(params: dict[str, Any], backend: str, engine: SimulationEngine, 
     start = datetime.now(UTC)
     result = engine.sample(backend, pubs, shots=shots, seed=choices.seed, noise_model=choices.noise_model)
     result = _with_execution_spans(result, pubs, shots, start, datetime.now(UTC))
-    return ProgramOutput(_with_metadata(result, ignored, engine.device), warnings, len(pubs))
+    return ProgramOutput(_with_metadata(result, ignored, engine), warnings, len(pubs))
 
 
 def run_estimator(params: dict[str, Any], backend: str, engine: SimulationEngine, defaults: Defaults) -> ProgramOutput:
@@ -159,6 +159,7 @@ def run_estimator(params: dict[str, Any], backend: str, engine: SimulationEngine
         ProgramError: malformed PUBs or observables, a circuit wider than the backend, or
             resilience options IBM refuses (bad level, PEC with ZNE...).
     """
+    from qiskit_runtime_server.worker.programs.estimator_cones import run_by_light_cones
     from qiskit_runtime_server.worker.programs.estimator_resilience import (
         plan_resilience,
         result_metadata,
@@ -189,18 +190,19 @@ def run_estimator(params: dict[str, Any], backend: str, engine: SimulationEngine
             raise ProgramError(f"PUB {i} is invalid: {exc}") from None
     ignored, warnings = _warnings(choices, plan.ignored)
     warnings.extend(plan.warnings)
-    if plan.active:
-        result = run_mitigated(pubs, plan, backend, engine, seed=choices.seed, noise_model=choices.noise_model)
-    else:
-        # Level 0 without twirling: the plain estimation path, unchanged.
-        result = engine.estimate(
-            backend, pubs, precision=precision, seed=choices.seed, noise_model=choices.noise_model
-        )
+
+    def run(batch: list[EstimatorPub]) -> PrimitiveResult:
+        if plan.active:
+            return run_mitigated(batch, plan, backend, engine, seed=choices.seed, noise_model=choices.noise_model)
+        # Level 0 without twirling: the plain estimation path.
+        plain = engine.estimate(backend, batch, precision=precision, seed=choices.seed, noise_model=choices.noise_model)
         pub_results = [
-            PubResult(r.data, metadata={**r.metadata, "resilience": {}, "num_randomizations": 1}) for r in result
+            PubResult(r.data, metadata={**r.metadata, "resilience": {}, "num_randomizations": 1}) for r in plain
         ]
-        result = PrimitiveResult(pub_results, metadata={**result.metadata, **result_metadata(plan)})
-    return ProgramOutput(_with_metadata(result, ignored, engine.device), warnings, len(pubs))
+        return PrimitiveResult(pub_results, metadata={**plain.metadata, **result_metadata(plan)})
+
+    result = run_by_light_cones(pubs, run, engine, choices.noise_model)
+    return ProgramOutput(_with_metadata(result, ignored, engine), warnings, len(pubs))
 
 
 PROGRAMS = {"sampler": for_served_backend(run_sampler), "estimator": for_served_backend(run_estimator)}

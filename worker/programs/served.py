@@ -26,6 +26,7 @@ from qiskit_runtime_server.shared.backends import ServedBackend, default_catalog
 from qiskit_runtime_server.shared.errors import NotFound
 from qiskit_runtime_server.worker.engines.base import SimulationEngine
 from qiskit_runtime_server.worker.engines.estimation import estimate_pub, pauli_terms
+from qiskit_runtime_server.worker.engines.report import SimulationReport
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import Defaults
 
@@ -64,6 +65,11 @@ class DryRunEngine:
 
     def __init__(self, backend: ServedBackend) -> None:
         self._backend = backend
+        self.report = SimulationReport()
+
+    def begin_job(self, max_seconds: float | None = None) -> SimulationReport:
+        self.report = SimulationReport()
+        return self.report
 
     def num_qubits(self, backend_name: str) -> int:
         return self._backend.num_qubits

@@ -243,7 +243,8 @@ async function renderJob() {
   const fields = [["state", job.status], ["reason", job.reason], ["reason code", job.reason_code], ["backend", job.backend],
     ["program", job.program], ["instance", job.instance], ["session", job.session_id], ["tags", (job.tags || []).join(", ")],
     ["created", job.created], ["running", job.running], ["finished", job.finished], ["worker", job.worker],
-    ["attempts", job.attempts], ["PUBs", job.num_pubs], ["simulation seconds", job.quantum_seconds]];
+    ["attempts", job.attempts], ["PUBs", job.num_pubs], ["simulation seconds", job.quantum_seconds],
+    ["predicted seconds", job.predicted_seconds]];
   for (const [name, value] of fields) {
     const dt = document.createElement("dt");
     dt.textContent = name;
