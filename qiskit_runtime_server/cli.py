@@ -1,7 +1,8 @@
 """``qiskit-runtime-server``: the embedded all-in-one server, or the ``api``/``worker`` halves.
 
-qiskit-runtime-server [--host H] [--port P]           API + one worker, one process;
-                                                      fakeredis unless REDIS_URL is set
+qiskit-runtime-server [--host H] [--port P]           API + QRS_WORKERS workers (default: one
+                                                      per core), one process; fakeredis
+                                                      unless REDIS_URL is set
 qiskit-runtime-server api [--host H] [--port P]       the API only (needs REDIS_URL)
 qiskit-runtime-server worker                          one worker (needs REDIS_URL)
 qiskit-runtime-server worker-health                   exit 0 if a worker on this host has a
@@ -18,9 +19,11 @@ import sys
 from collections.abc import AsyncIterator
 
 from qiskit_runtime_server.api.proxy.ca import ProxyFiles
-from qiskit_runtime_server.shared.aio import cancel_and_wait
 from qiskit_runtime_server.shared.logs import configure_logging
 from qiskit_runtime_server.shared.settings import Settings, load_settings
+from qiskit_runtime_server.worker.embedded import WorkerPlan, physical_memory_mb, plan_workers, usable_cores
+
+logger = logging.getLogger("qrs")
 
 
 def client_recipe(settings: Settings, proxy: ProxyFiles | None = None) -> str:
@@ -83,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(settings: Settings, embedded: bool) -> None:
+def _serve(settings: Settings, plan: WorkerPlan | None) -> None:
+    """The API, and with ``plan`` (the all-in-one server) its workers in the same process."""
     from qiskit_runtime_server.api.app import create_app
     from qiskit_runtime_server.shared.queue import connect
 
@@ -92,21 +96,16 @@ def _serve(settings: Settings, embedded: bool) -> None:
     def ready() -> None:
         print(client_recipe(settings, proxy), flush=True)
 
-    if not embedded:
+    if plan is None:
         asyncio.run(_run_http(create_app(settings, on_ready=ready), settings, proxy))
         return
 
-    from qiskit_runtime_server.worker.app import build_worker
+    from qiskit_runtime_server.worker.embedded import embedded_workers
 
     @contextlib.asynccontextmanager
     async def with_worker(pool) -> AsyncIterator[None]:  # type: ignore[no-untyped-def]
-        worker = build_worker(settings, pool, embedded=True)
-        task = asyncio.create_task(worker.async_run())
-        try:
+        async with embedded_workers(settings, pool, plan):
             yield
-        finally:
-            await cancel_and_wait(task)
-            await worker.close()
 
     async def main() -> None:
         pool = await connect(settings.redis_url)
@@ -198,8 +197,20 @@ def main(argv: list[str] | None = None) -> None:
         # status is its answer, and only errors (Redis unreachable) are printed.
         logging.disable(logging.WARNING)
         sys.exit(_worker_health(settings))
-    worker_id = settings.effective_worker_id if args.command != "api" else None
-    configure_logging(settings.log_level, settings.log_format, worker_id)
+    plan = None
+    if args.command is None:
+        plan = plan_workers(
+            settings.workers, settings.job_memory_limit, cores=usable_cores(), memory_mb=physical_memory_mb()
+        )
+    # Several workers in one process: each line names its own (worker/embedded.py), API lines none.
+    one_worker = args.command == "worker" or (plan is not None and plan.workers == 1)
+    configure_logging(settings.log_level, settings.log_format, settings.effective_worker_id if one_worker else None)
+    if plan is not None:
+        for note in plan.notes:
+            logger.warning("%s", note)
+        logger.info("all-in-one server: %s (QRS_WORKERS, docs/workers.md)", plan.describe())
+    elif args.command == "worker" and settings.workers:
+        logger.info("QRS_WORKERS is for the all-in-one server; this `worker` process is one worker (start more)")
     if args.command != "api":
         from qiskit_runtime_server.shared.routing import worker_class
         from qiskit_runtime_server.worker.device import DeviceUnavailable, require_device
@@ -212,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "worker":
         _work(settings)
     else:
-        _serve(settings, embedded=args.command is None)
+        _serve(settings, plan)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 JSON lines carry ``ts`` (ISO 8601, UTC), ``level``, ``logger``, ``message`` and, when known,
 ``job_id`` and ``worker_id``, so a log collector can follow one job across the API and the
 workers. The job id comes from ``extra={"job_id": ...}`` or from :data:`job_id_var`, which the
-worker sets when a job starts (tasks created inside the job inherit it).
+worker sets when a job starts (tasks created inside the job inherit it); the worker id from
+:data:`worker_id_var` where one process runs several workers, else the process's own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import logging
 import time
 
 job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("qrs_job_id", default=None)
+# The worker a line comes from when one process runs several (the all-in-one server's
+# QRS_WORKERS, worker/embedded.py): set in each worker's task, inherited by its job tasks.
+worker_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("qrs_worker_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is emitted.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -29,8 +33,10 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "job_id", None) is None:
             record.job_id = job_id_var.get()
-        if self.worker_id and getattr(record, "worker_id", None) is None:
-            record.worker_id = self.worker_id
+        if getattr(record, "worker_id", None) is None:
+            worker_id = worker_id_var.get() or self.worker_id
+            if worker_id:
+                record.worker_id = worker_id
         return True
 
 

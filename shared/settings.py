@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from typing import Annotated
 
 import msgspec
 
@@ -107,8 +108,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # workers must be given the same value: workers map a job's backend name with it.
     backend_aliases: str = ""
     # MiB one job's simulation may use (Aer's max_memory_mb, the pre-run estimate and the
-    # simulation process's data-size limit); 0 means half of the machine's memory.
+    # simulation process's data-size limit); 0 means half of the machine's memory, which the
+    # all-in-one server divides among its workers (worker/embedded.py, docs/workers.md).
     job_memory_limit: int = 0
+    # Workers of the all-in-one server (no subcommand), each with its own simulation process,
+    # so that a Batch's jobs run side by side; 0 means one per usable CPU core. Fewer are
+    # started when their jobs' memory would not fit (worker/embedded.py, docs/workers.md).
+    # The `worker` subcommand is always one worker: scale it by starting more processes.
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 0
     # Fallback queue poll; workers are woken by a pub/sub doorbell when a job is queued.
     poll_delay: float = 0.05
     job_lease: float = 15.0

@@ -44,6 +44,9 @@ class QrsWorker(Worker):
 
     doorbell: Doorbell | None = None
     log_redis_info = True
+    # Whether close() closes the Redis pool: the all-in-one server's workers share the API's
+    # pool, which worker/embedded.py closes once all of them are closed.
+    owns_pool = True
     # Device-class routing (shared/routing.py): arq ids that run_job forwarded to the GPU queue.
     router: Router | None = None
     forwarded: set[str]
@@ -129,17 +132,22 @@ class QrsWorker(Worker):
         await self.pool.delete(self.health_check_key)
         if self.on_shutdown:
             await self.on_shutdown(self.ctx)
-        await self.pool.close(close_connection_pool=True)
+        if self.owns_pool:
+            await self.pool.close(close_connection_pool=True)
         self._pool = None
 
 
 class EmbeddedWorker(QrsWorker):
-    """The worker that runs on fakeredis inside the API process (``INFO`` is not in fakeredis)."""
+    """A worker that runs inside the API process, one of ``QRS_WORKERS`` (worker/embedded.py).
+
+    On fakeredis (``INFO`` is not in fakeredis), or on ``REDIS_URL``; it shares the API's pool.
+    """
 
     log_redis_info = False
+    owns_pool = False
 
 
-def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) -> Worker:
+def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False, simulation_threads: int = 0) -> Worker:
     """An arq worker consuming its device class's queue on ``pool``, one job at a time.
 
     The class is ``settings.queue_class`` or ``settings.device``; a GPU-class worker also takes
@@ -147,13 +155,15 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False) 
     (``shared/routing.py``).
 
     One job at a time because each worker owns one simulation process (one GPU when pinned);
-    scale by adding workers. Jobs are claimed for one lease (``settings.job_lease``) renewed
-    while they run (``worker/leases.py``), and the worker publishes heartbeats
-    (``worker/heartbeat.py``); non-final jobs that arq lost are queued again
-    (``worker/recovery.py``). On SIGTERM it stops taking jobs, lets the running one finish for
+    scale by adding workers (the all-in-one server runs ``QRS_WORKERS`` of these in its one
+    process, ``worker/embedded.py``; ``simulation_threads`` is their OpenMP threads per
+    simulation, see :class:`~worker.runner.ProgramRunner`). Jobs are claimed for one lease
+    (``settings.job_lease``) renewed while they run (``worker/leases.py``), and the worker
+    publishes heartbeats (``worker/heartbeat.py``); non-final jobs that arq lost are queued
+    again (``worker/recovery.py``). On SIGTERM it stops taking jobs, lets the running one finish for
     up to ``settings.shutdown_grace`` seconds, then hands it back to the queue and exits.
     """
-    runner = ProgramRunner(settings.device, settings.preload, settings.job_memory_limit)
+    runner = ProgramRunner(settings.device, settings.preload, settings.job_memory_limit, simulation_threads)
     worker_id = settings.effective_worker_id
     router = Router(pool, settings.queue_name, worker_class(settings.queue_class, settings.device))
     forwarded: set[str] = set()

@@ -18,6 +18,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import threading
 import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -110,23 +111,39 @@ def _warm(conn: Connection, device: str, preload: tuple[str, ...], memory_limit_
     _serve(conn)
 
 
-def _start_forkserver() -> None:
-    """Start multiprocessing's forkserver with ``PYTHONSAFEPATH=1``.
+# Several runners (the all-in-one server's workers) may start the forkserver at once, each from
+# its own thread: the environment is changed for the start only, one runner at a time.
+_forkserver_start = threading.Lock()
+
+
+def _start_forkserver(threads: int = 0) -> None:
+    """Start multiprocessing's forkserver with ``PYTHONSAFEPATH=1`` (and ``OMP_NUM_THREADS``).
 
     The forkserver runs ``python -c ...``, which puts the current directory first on
     ``sys.path``: a user's own ``qiskit_runtime_server/`` (or any package qiskit needs) in the
     directory the server was started from would be imported by the preload and then inherited
     by every simulation process. Safe-path mode keeps the current directory off ``sys.path``.
+
+    ``threads`` > 0 starts it with ``OMP_NUM_THREADS=threads`` unless the user set that
+    variable: the preload loads Aer's OpenMP runtime, which reads the variable once, and Aer's
+    ``max_parallel_threads=0`` ("all cores", worker/engines/aer.py) then means that many
+    threads in every simulation process forked from it. The forkserver is one per process and
+    outlives the runner, so the first start decides for all runners of this process.
     """
-    previous = os.environ.get("PYTHONSAFEPATH")
-    os.environ["PYTHONSAFEPATH"] = "1"
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        if previous is None:
-            del os.environ["PYTHONSAFEPATH"]
-        else:
-            os.environ["PYTHONSAFEPATH"] = previous
+    extra = {"PYTHONSAFEPATH": "1"}
+    if threads > 0 and "OMP_NUM_THREADS" not in os.environ:
+        extra["OMP_NUM_THREADS"] = str(threads)
+    with _forkserver_start:
+        previous = {name: os.environ.get(name) for name in extra}
+        os.environ.update(extra)
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
 
 
 class ProgramRunner:
@@ -135,12 +152,19 @@ class ProgramRunner:
     Every blocking step (starting the child, which waits for the forkserver to import qiskit,
     about 2.6 s the first time; joining a dead child) runs in a thread, so the event loop (in the
     embedded server also the API's) never stalls on it.
+
+    ``threads``: OpenMP threads per simulation (0: Aer's default, every core); see
+    :func:`_start_forkserver` for how it is applied and why the first runner of a process
+    decides. The all-in-one server gives all its workers' runners the same value.
     """
 
-    def __init__(self, device: str = "CPU", preload: tuple[str, ...] = (), memory_limit_mb: int = 0) -> None:
+    def __init__(
+        self, device: str = "CPU", preload: tuple[str, ...] = (), memory_limit_mb: int = 0, threads: int = 0
+    ) -> None:
         self._device = device
         self._preload = preload
         self._memory_limit_mb = memory_limit_mb
+        self._threads = threads
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload([_CHILD_MODULE])
         self._process: BaseProcess | None = None
@@ -156,7 +180,7 @@ class ProgramRunner:
         self._process, self._conn = await asyncio.to_thread(self._spawn)
 
     def _spawn(self) -> tuple[BaseProcess, Connection]:
-        _start_forkserver()
+        _start_forkserver(self._threads)
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
             target=_warm,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
+import httpx
 from qiskit import QuantumCircuit
 from qiskit.transpiler import generate_preset_pass_manager
 
@@ -40,3 +42,20 @@ def wait_until(condition: Callable[[], bool], timeout: float = 120.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def occupy_every_worker(base: str, submit: Callable[[], Any]) -> list[Any]:
+    """Jobs from ``submit`` (long ones) running on every worker of the deployment, so that the
+    next job waits in the queue: the all-in-one server runs one worker per core (QRS_WORKERS).
+
+    The workers are those of the first job's worker's queue in ``/workers`` (the registry also
+    lists other deployments' workers on a shared Redis).
+    """
+    jobs = [submit()]
+    wait_until(lambda: jobs[0].status() == "RUNNING", what="the long job to start")
+    worker = jobs[0].metrics()["worker_id"]
+    entries = httpx.get(f"{base}/workers", timeout=5).json()["workers"]
+    queue = next(entry["queue"] for entry in entries if entry["id"] == worker)
+    jobs += [submit() for entry in entries if entry["queue"] == queue and entry["id"] != worker]
+    wait_until(lambda: all(job.status() == "RUNNING" for job in jobs), what="a long job on every worker")
+    return jobs

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from tests.e2e.helpers import LONG_SHOTS, bell, long_circuit, wait_until
+from tests.e2e.helpers import LONG_SHOTS, bell, long_circuit, occupy_every_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -77,18 +77,19 @@ def test_tags_metrics_logs_and_delete(service) -> None:
         service.delete_job(job.job_id())
 
 
-def test_cancel_queued_and_running_jobs_and_the_worker_moves_on(service) -> None:
+def test_cancel_queued_and_running_jobs_and_the_worker_moves_on(service, deployment) -> None:  # type: ignore[no-untyped-def]
     from qiskit_ibm_runtime.exceptions import RuntimeInvalidStateError
 
     big = service.backend("fake_sherbrooke")
     small = service.backend("fake_manila")
-    running = sampler(big).run([long_circuit(big)], shots=LONG_SHOTS)
+    busy = occupy_every_worker(deployment.base, lambda: sampler(big).run([long_circuit(big)], shots=LONG_SHOTS))
+    running = busy[0]
     queued = sampler(small).run([bell(small)], shots=10)
-    wait_until(lambda: running.status() == "RUNNING", what="the long job to start")
 
     queued.cancel()
-    running.cancel()
-    assert service.job(running.job_id()).status() == "CANCELLED"
+    for job in busy:
+        job.cancel()
+    assert [service.job(job.job_id()).status() for job in busy] == ["CANCELLED"] * len(busy)
     assert service.job(queued.job_id()).status() == "CANCELLED"
     # The worker kills the simulation and takes the next job.
     after = sampler(small).run([bell(small)], shots=10)
@@ -101,19 +102,25 @@ def test_cancel_queued_and_running_jobs_and_the_worker_moves_on(service) -> None
         after.cancel()
 
 
-def test_deleting_a_running_job_stops_it(service) -> None:
+def test_deleting_a_running_job_stops_it(service, deployment) -> None:  # type: ignore[no-untyped-def]
     from qiskit_ibm_runtime.exceptions import RuntimeJobNotFound
 
     big = service.backend("fake_sherbrooke")
     small = service.backend("fake_manila")
-    running = sampler(big).run([long_circuit(big)], shots=LONG_SHOTS)
-    wait_until(lambda: running.status() == "RUNNING", what="the long job to start")
-    service.delete_job(running.job_id())
-    with pytest.raises(RuntimeJobNotFound):
-        service.job(running.job_id())
-    # The worker notices the record is gone, kills the simulation and serves the next job.
-    # (A simulation left running would hold the worker for about 100 s more than this allows.)
-    assert sampler(small).run([bell(small)], shots=10).result(timeout=60)[0].data.meas.num_shots == 10
+    # Every worker busy, so only the deleted job's worker can serve the next job.
+    running, *others = occupy_every_worker(
+        deployment.base, lambda: sampler(big).run([long_circuit(big)], shots=LONG_SHOTS)
+    )
+    try:
+        service.delete_job(running.job_id())
+        with pytest.raises(RuntimeJobNotFound):
+            service.job(running.job_id())
+        # The worker notices the record is gone, kills the simulation and serves the next job.
+        # (A simulation left running would hold the worker for about 100 s more than this allows.)
+        assert sampler(small).run([bell(small)], shots=10).result(timeout=60)[0].data.meas.num_shots == 10
+    finally:
+        for job in others:
+            job.cancel()
 
 
 def test_max_execution_time_cancels_with_1305(service) -> None:
