@@ -147,7 +147,7 @@ class ServedBackend:
 
     ``configuration_json`` and ``properties_json`` are the bodies of
     ``GET /backends/{name}/configuration`` and ``.../properties`` with ``backend_name``
-    rewritten to this name (PROTOCOL.md P5); the properties also carry ``calibration_id``,
+    rewritten to this name (docs/protocol.md P5); the properties also carry ``calibration_id``,
     which the client shows as ``backend.properties().calibration_id``.
     """
 
@@ -224,7 +224,7 @@ class ServedBackend:
         return self.properties_json
 
     def device_entry(self, queue_length: int) -> dict[str, object]:
-        """This name's entry in ``GET /backends`` (PROTOCOL.md §4.2).
+        """This name's entry in ``GET /backends`` (docs/protocol.md §4.2).
 
         Only a primary entry has status ``online``; other real names say ``alias`` and name the
         device in ``alias_of``, mock entries carry ``"class": "mock"``: the client's
