@@ -6,7 +6,7 @@ The client package stores one folder per device under ``fake_provider/backends/<
 execute the package: the API never imports qiskit. ``QRS_BACKENDS_DIR`` points at a copy of the
 folder instead (the API image carries only these files).
 
-Every device is served under several names (README "IBM behaviours and how each is simulated"):
+Every device is served under several names (docs/compatibility.md, "IBM behaviours"):
 
 * ``fake_<folder>``: its primary name, the one ``least_busy`` can choose;
 * its IBM device name (``ibm_sherbrooke``, ``ibmq_manila``...), so code written for IBM runs

@@ -82,7 +82,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # (30 days); 0 keeps them forever (docs/deployment.md, Retention).
     job_retention: float = 2_592_000
 
-    # == Request limits (docs/limits.md) ==
+    # == Request limits ==
     # Largest ``POST /jobs`` body, bytes (413 above).
     max_params_bytes: int = 64 * 1024 * 1024
     # Largest body of ``POST /identity/token``, ``PUT /jobs/{id}/tags``, ``POST`` and ``PATCH
@@ -103,7 +103,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # connection is closed (0: no limit).
     max_connections: int = 1000
 
-    # == Job limits and defaults (docs/limits.md) ==
+    # == Job limits and defaults ==
     # PUBs of a sampler or estimator job, items of an executor job (400 above).
     max_pubs: int = 10_000
     # Parameter values of a job, summed over its PUBs (400 above).
@@ -115,7 +115,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     max_decoded_bytes: int = 256 * 1024 * 1024
     # Shots of a PUB when neither the PUB nor the options set them.
     default_shots: int = 4096
-    # Largest shots of one PUB (and of ``QuantumProgram.shots``); refused at ``POST /jobs`` above it (400).
+    # Largest shots of one PUB: more is refused at ``POST /jobs`` (400); an executor job whose
+    # ``QuantumProgram.shots`` is larger fails.
     max_shots: int = 10_000_000
     # Estimator precision when neither the PUB nor the options set it.
     default_precision: float = 0.015625

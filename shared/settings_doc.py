@@ -136,7 +136,7 @@ def render(source: str | None = None) -> str:
         "Every setting is an environment variable, and all are optional. `REDIS_URL` keeps its",
         "conventional name; the others start with `QRS_`. A wrong value stops the server at start-up",
         "with the variable's name in the message. API and workers read the same variables; each uses",
-        "the ones that concern it.",
+        "the ones that concern it. What a client gets past each limit is in [limits.md](limits.md).",
         "",
         "Compose passes them through from the shell or an `.env` file, and also reads `QRS_API_PORT`",
         "(host port of the API, default 8000), `REDIS_MAXMEMORY` (default `2gb`) and",
