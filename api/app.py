@@ -62,7 +62,7 @@ class PrefixMiddleware:
     trailing slash, and refuses oversize query strings.
 
     The client keeps a ``QISKIT_IBM_URL`` verbatim only when it contains ``experimental``
-    (PROTOCOL.md §1), so ``/experimental/api/v1/jobs`` must reach the same handler as
+    (docs/protocol.md §1.1), so ``/experimental/api/v1/jobs`` must reach the same handler as
     ``/api/v1/jobs``. A trailing slash is dropped here instead of being redirected: Starlette's
     redirect builds its ``Location`` from the ``Host`` header and the rewritten path, so it
     pointed at whatever host the caller named and lost the prefix.
@@ -131,7 +131,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 async def _redis_unavailable(request: Request, exc: Exception) -> Response:
     """Redis unreachable past ``QRS_REDIS_DEADLINE``: 503 ``service_unavailable`` in IBM's format.
 
-    The client retries a 503 (PROTOCOL.md section 8: 5 times, ~15 s of back-off), which rides out
+    The client retries a 503 (docs/protocol.md §8: 5 times, ~15 s of back-off), which rides out
     a short outage; other Redis errors (a script or type error) are server faults: 500.
     """
     if not isinstance(exc, RedisConnectionError | RedisTimeoutError):

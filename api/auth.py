@@ -1,6 +1,6 @@
 """Authentication: the IAM token exchange, Global Search and Catalog, and per-request checks.
 
-Mirrors the three IBM Cloud services the client calls before the runtime API (PROTOCOL.md §2):
+Mirrors the three IBM Cloud services the client calls before the runtime API (docs/protocol.md §2):
 
 * ``POST /identity/token`` (IAM): an API key in a form body becomes an HS256 JWT with integer
   ``exp``/``iat`` (the client refuses tokens without them and then stalls 60 s per call).

@@ -6,7 +6,7 @@ The client package stores one folder per device under ``fake_provider/backends/<
 execute the package: the API never imports qiskit. ``QRS_BACKENDS_DIR`` points at a copy of the
 folder instead (the API image carries only these files).
 
-Every device is served under several names (README "IBM behaviours and how each is simulated"):
+Every device is served under several names (docs/compatibility.md, "IBM behaviours"):
 
 * ``fake_<folder>``: its primary name, the one ``least_busy`` can choose;
 * its IBM device name (``ibm_sherbrooke``, ``ibmq_manila``...), so code written for IBM runs
@@ -147,7 +147,7 @@ class ServedBackend:
 
     ``configuration_json`` and ``properties_json`` are the bodies of
     ``GET /backends/{name}/configuration`` and ``.../properties`` with ``backend_name``
-    rewritten to this name (PROTOCOL.md P5); the properties also carry ``calibration_id``,
+    rewritten to this name (docs/protocol.md P5); the properties also carry ``calibration_id``,
     which the client shows as ``backend.properties().calibration_id``.
     """
 
@@ -224,7 +224,7 @@ class ServedBackend:
         return self.properties_json
 
     def device_entry(self, queue_length: int) -> dict[str, object]:
-        """This name's entry in ``GET /backends`` (PROTOCOL.md §4.2).
+        """This name's entry in ``GET /backends`` (docs/protocol.md §4.2).
 
         Only a primary entry has status ``online``; other real names say ``alias`` and name the
         device in ``alias_of``, mock entries carry ``"class": "mock"``: the client's

@@ -45,7 +45,7 @@ def _mocks_key(instance: str) -> str:
 
 
 class JobQuery(msgspec.Struct, kw_only=True, frozen=True):
-    """The filters of ``GET /jobs`` (PROTOCOL.md §5.6); times are UNIX seconds, bounds inclusive."""
+    """The filters of ``GET /jobs`` (docs/protocol.md §5.6); times are UNIX seconds, bounds inclusive."""
 
     instance: str
     limit: int = 20

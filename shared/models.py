@@ -67,7 +67,7 @@ class JobRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class JobSubmission(msgspec.Struct, kw_only=True):
-    """Body of ``POST /jobs`` as the client sends it (PROTOCOL.md §5.1).
+    """Body of ``POST /jobs`` as the client sends it (docs/protocol.md §5.1).
 
     ``params`` stays raw JSON: it is stored verbatim and decoded only by the worker.
     """
@@ -104,7 +104,7 @@ def iso(ts: float | None) -> str | None:
 
 
 def job_view(record: JobRecord, params: msgspec.Raw | None = None) -> dict[str, object]:
-    """The ``GET /jobs/{id}`` body for ``record`` (PROTOCOL.md §5.4); ``params`` is added when given."""
+    """The ``GET /jobs/{id}`` body for ``record`` (docs/protocol.md §5.4); ``params`` is added when given."""
     state: dict[str, object] = {"status": record.status.value}
     if record.reason is not None:
         state["reason"] = record.reason

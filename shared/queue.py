@@ -92,7 +92,7 @@ def queue_commands(pipe: Any, queue_name: str, job_id: str, serializer: Serializ
     and the pool's serializer) and the entry of ``queue_name``, scored by the enqueue time in
     milliseconds as arq does. Unlike ``enqueue_job`` the job key gets no expiry: arq deletes it
     when the job ends, and a live job's keys never expire, so an eviction policy limited to
-    keys with a TTL (README "Retention") can never drop a queued job.
+    keys with a TTL (docs/deployment.md, "Retention") can never drop a queued job.
     """
     now_ms = timestamp_ms()
     pipe.set(job_key_prefix + job_id, serialize_job(RUN_JOB, (job_id,), {}, None, now_ms, serializer=serializer))

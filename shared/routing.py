@@ -1,6 +1,6 @@
 """Device-class queues: CPU-class work on ``{QRS_QUEUE_NAME}``, GPU-class work on ``{QRS_QUEUE_NAME}:gpu``.
 
-Rule (README "GPU and CPU workers in one deployment"):
+Rule (docs/deployment.md, "GPU and CPU workers in one deployment"):
 
 * Every job is queued on the CPU-class queue by ``POST /jobs`` (the API does not import qiskit
   and cannot see how wide a circuit's interacting groups are).

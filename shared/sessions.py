@@ -68,7 +68,7 @@ _decode = msgspec.json.Decoder(SessionRecord).decode
 
 
 class SessionCreate(msgspec.Struct, kw_only=True):
-    """Body of ``POST /sessions`` (PROTOCOL.md §6); ``instance`` is ignored in favour of Service-CRN."""
+    """Body of ``POST /sessions`` (docs/protocol.md §6); ``instance`` is ignored in favour of Service-CRN."""
 
     mode: str = DEDICATED
     backend: str | None = None

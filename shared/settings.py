@@ -24,106 +24,153 @@ def _env_name(field: str) -> str:
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
-    """Frozen server settings; see the README's configuration table for each variable."""
+    """Frozen server settings.
 
+    ``docs/configuration.md`` is generated from this class (``shared/settings_doc.py``): the comment
+    right above a field is that variable's documentation, and a ``# == Title ==`` comment starts a
+    section. Regenerate with ``python -m qiskit_runtime_server.shared.settings_doc --write``.
+    """
+
+    # == Server and client recipe ==
+    # Listen address of the API (also ``--host``).
     host: str = "127.0.0.1"
+    # Listen port of the API (also ``--port``).
     port: int = 8000
-    # None selects the embedded in-memory Redis (fakeredis), API and worker in one process.
+    # Redis to use. Unset: an embedded in-memory Redis (fakeredis) with the API and one worker in
+    # one process (the all-in-one command only; ``api`` and ``worker`` need it set).
     redis_url: str | None = None
-    # Base URL printed in the client recipe; defaults to http://{host}:{port}.
+    # Base URL printed in the client recipe, the name clients reach the API under (set it behind
+    # a proxy or on another host). Unset: ``http://{host}:{port}``.
     public_url: str | None = None
-    # Proxy mode (api/proxy/): a CONNECT proxy for IBM's hosts on this port, for clients 0.40-0.48.
-    # Unset: off. QRS_PROXY_DIR keeps its CA (default $XDG_DATA_HOME/qiskit-runtime-server/proxy).
+    # Proxy mode's ``CONNECT`` port for clients 0.40-0.48 (also ``--proxy-port``; docs/proxy-mode.md).
+    # Unset: off.
     proxy_port: int | None = None
+    # Where proxy mode keeps its CA (key mode 0600), leaf and ``ca-bundle.pem``. Unset:
+    # ``$XDG_DATA_HOME/qiskit-runtime-server/proxy`` (``~/.local/share/...``).
     proxy_dir: str | None = None
+    # arq queue of CPU-class work; GPU-class work uses ``{QRS_QUEUE_NAME}:gpu``. API and workers
+    # must agree.
     queue_name: str = "qrs:queue"
     # Seconds an API request waits for an unreachable Redis before it answers 503
-    # service_unavailable (api/app.py); workers keep riding out outages for ~30 s per command.
+    # ``service_unavailable``; workers keep retrying each command for about 30 s instead.
     redis_deadline: float = 5.0
+    # The instance CRN offered by instance discovery (open mode).
     instance: str = DEFAULT_INSTANCE
-    # Secret for the HS256 tokens of /identity/token. Unset: one random secret is kept in Redis
-    # so that every API process of a deployment issues and accepts the same tokens.
+
+    # == Tokens, sessions, access control ==
+    # HS256 secret for the tokens of ``/identity/token``. Unset: one random secret is kept in
+    # Redis, so every API process of a deployment issues and accepts the same tokens.
     jwt_secret: str | None = None
+    # Lifetime of an issued token, seconds.
     token_ttl: int = 3600
-    # Sessions: upper bound and default of max_ttl, and how long a dedicated session stays active
-    # after its last job before it turns inactive (IBM's interactive_ttl), all in seconds.
+    # Default and largest session ``max_ttl``, seconds.
     session_max_ttl: int = 28_800
+    # Seconds a dedicated session stays ``active`` after its last job before it turns
+    # ``inactive`` (IBM's ``interactive_ttl``).
     session_interactive_ttl: int = 60
-    # Seconds of simulation each instance may use per calendar month; unset means no limit.
-    # A per-instance value in the access file takes precedence.
+    # Simulation seconds each instance may use per calendar month (UTC). Unset: no limit. A
+    # per-instance value in the access file takes precedence.
     usage_limit_seconds: float | None = None
-    # Access control (README "Jobs, sessions and access control"): unset means open mode (any key, any instance).
-    # QRS_API_KEYS: "key1=crn1,crn2;key2=crn3"; QRS_ACCESS_FILE: a JSON file (both may be set).
+    # ``key1=crn1,crn2;key2=crn3``: turns access control on (docs/jobs-sessions-access.md).
+    # Unset, with no access file: open mode, any key for any instance.
     api_keys: str | None = None
-    # Operator keys (comma-separated): the dashboard shows them every instance (README "Dashboard").
+    # Comma-separated operator keys: the dashboard shows them every instance (docs/dashboard.md).
     admin_keys: str | None = None
+    # JSON file ``{"keys": {key: [crn, ...]}, "usage_limits": {crn: seconds}}``: turns access
+    # control on; may be combined with ``QRS_API_KEYS``.
     access_file: str | None = None
-    # Seconds a finished job (record, params, result, logs) and a closed session are kept;
-    # 0 keeps them forever. Default: 30 days.
+    # Seconds a finished job (record, params, result, logs) and a closed session are kept
+    # (30 days); 0 keeps them forever (docs/deployment.md, Retention).
     job_retention: float = 2_592_000
+
+    # == Request limits ==
+    # Largest ``POST /jobs`` body, bytes (413 above).
     max_params_bytes: int = 64 * 1024 * 1024
-    # Largest body of the small routes (POST /identity/token, PUT /jobs/{id}/tags, POST and PATCH
-    # /sessions): 100 tags of 255 ASCII characters fit; 413 above.
+    # Largest body of ``POST /identity/token``, ``PUT /jobs/{id}/tags``, ``POST`` and ``PATCH
+    # /sessions``, bytes: 100 tags of 255 ASCII characters fit (413 above).
     max_small_body_bytes: int = 32 * 1024
-    # HTTP limits (README "Limits"). Seconds a request body may take to arrive (408 and close
-    # above; also how long an unread body is discarded after the answer before the connection
-    # is closed), seconds from a request's first byte to the end of its headers (close above),
-    # seconds an idle keep-alive or fresh connection stays open.
+    # Seconds a request body may take to arrive (408 and close above); also how long a body the
+    # API answered without reading is discarded before the connection is closed.
     body_timeout: float = 60.0
+    # Seconds from a request's first byte to the end of its headers (connection closed above).
     header_timeout: float = 10.0
+    # Seconds an idle connection (fresh, or after a response) stays open.
     keep_alive: int = 5
-    # Request line plus headers (431 above; the request line alone: 414) and query string (414).
+    # Request line plus headers, bytes (431 above; 414 for the request line alone).
     max_header_bytes: int = 64 * 1024
+    # Query string, bytes (414 above).
     max_query_bytes: int = 48 * 1024
-    # Most open connections, and most running requests: past either, 503 (uvicorn's limit_concurrency check).
+    # Most open connections, and most running requests; past either a request gets 503 and the
+    # connection is closed (0: no limit).
     max_connections: int = 1000
-    # Per-job bounds checked before params are decoded (shared/job_limits.py; 400/413 at POST /jobs).
+
+    # == Job limits and defaults ==
+    # PUBs of a sampler or estimator job, items of an executor job (400 above).
     max_pubs: int = 10_000
+    # Parameter values of a job, summed over its PUBs (400 above).
     max_parameter_values: int = 10_000_000
+    # Parameter bindings x shots of a sampler job, summed over its PUBs; items x shots for
+    # executor (400 above).
     max_job_shots: int = 10_000_000
+    # Bytes a job's zlib+base64 arrays and circuits may inflate to, summed (413 above).
     max_decoded_bytes: int = 256 * 1024 * 1024
+    # Shots of a PUB when neither the PUB nor the options set them.
     default_shots: int = 4096
+    # Largest shots of one PUB: more is refused at ``POST /jobs`` (400); an executor job whose
+    # ``QuantumProgram.shots`` is larger fails.
     max_shots: int = 10_000_000
+    # Estimator precision when neither the PUB nor the options set it.
     default_precision: float = 0.015625
-    # Upper bound on a job's running time in seconds, and the value used when a job sets no cost.
+    # Seconds a job may run when it sets no ``max_execution_time``, and the upper bound; a job
+    # past it ends ``Cancelled`` with reason code 1305.
     max_execution_time: int = 10_800
-    # Most seconds of simulation a job may be predicted to need (from its methods and sizes,
-    # worker/engines/methods.py); a job predicted past this or its max_execution_time fails at
+    # Most seconds of simulation a job may be predicted to need, from the methods and sizes it
+    # runs (docs/simulation.md); a job predicted past this or its ``max_execution_time`` fails at
     # once with the prediction and the method named, instead of holding a worker.
     max_job_seconds: float = 600.0
-    # Seconds a status request for an unfinished job may wait for it to finish before answering:
-    # the client's first poll comes right after submission, so a small job's result is ready
-    # on it instead of 0.5 s later. 0 answers at once.
+    # Seconds a status request for an unfinished job may wait for it to finish: the client's first
+    # poll comes right after submission, so a small job's result is ready on it (0: answer at once).
     status_hold: float = 0.25
-    # Worker side.
+
+    # == Workers ==
+    # Worker name in job records and logs. Empty: ``{hostname}-{pid}-{6 hex}``, the random part
+    # new at every process start (a container restart repeats the pid).
     worker_id: str = ""
+    # Simulation device of a worker, ``CPU`` or ``GPU``.
     device: str = "CPU"
-    # Which device-class queue a worker consumes (shared/routing.py): "" follows device;
-    # "gpu" on a CPU worker stands in for a GPU worker (tests, or a CPU pool for wide jobs).
+    # Device-class queue a worker consumes, ``cpu`` or ``gpu``. Empty: follows ``QRS_DEVICE``.
+    # ``gpu`` on a CPU worker stands in for a GPU worker (tests, or a CPU pool for wide jobs).
     queue_class: str = ""
     # Comma-separated backends whose noise models a worker builds at start-up, e.g.
-    # "fake_sherbrooke,fake_manila": the first job on them then skips that (~2 s on 127 qubits).
+    # ``fake_sherbrooke,fake_manila``, so the first job on them is fast too (~2 s saved on 127 qubits).
     preload_backends: str = ""
-    # Extra backend names, "alias=backend,alias2=backend2" (backend: any served name). API and
-    # workers must be given the same value: workers map a job's backend name with it.
+    # Extra backend names, ``alias=backend,alias2=backend2`` (backend: any served name, e.g.
+    # ``fake_manila`` or ``ibm_sherbrooke``). Give API and workers the same value: workers map a
+    # job's backend name with it.
     backend_aliases: str = ""
-    # MiB one job's simulation may use (Aer's max_memory_mb, the pre-run estimate and the
-    # simulation process's data-size limit); 0 means half of the machine's memory, which the
-    # all-in-one server divides among its workers (worker/embedded.py, docs/workers.md).
+    # MiB one job's simulation may use: Aer's ``max_memory_mb``, the pre-run estimate (a job that
+    # cannot fit fails at once) and the simulation process's data-size limit. 0: half of the
+    # machine's memory, which the all-in-one server divides among its workers (docs/workers.md).
     job_memory_limit: int = 0
-    # Workers of the all-in-one server (no subcommand), each with its own simulation process,
-    # so that a Batch's jobs run side by side; 0 means one per usable CPU core. Fewer are
-    # started when their jobs' memory would not fit (worker/embedded.py, docs/workers.md).
-    # The `worker` subcommand is always one worker: scale it by starting more processes.
+    # Workers of the all-in-one server (no subcommand), each with its own simulation process, so
+    # a Batch's jobs run side by side. 0: one per usable CPU core; fewer when their jobs' memory
+    # would not fit (docs/workers.md). The ``worker`` subcommand is always one worker.
     workers: Annotated[int, msgspec.Meta(ge=0)] = 0
-    # Fallback queue poll; workers are woken by a pub/sub doorbell when a job is queued.
+    # Seconds between a worker's fallback queue polls; idle workers are woken by a pub/sub
+    # doorbell when a job is queued.
     poll_delay: float = 0.05
+    # Seconds a worker's claim on a job lasts without renewal (renewed every lease/3); also the
+    # heartbeat expiry. Use the same value on every host.
     job_lease: float = 15.0
+    # Runs of a job interrupted by infrastructure faults (lost workers) before it fails.
     max_attempts: int = 3
     # Seconds a worker lets its running job finish after SIGTERM before handing it back.
     shutdown_grace: float = 10.0
+
+    # == Logging ==
+    # Log level.
     log_level: str = "INFO"
-    # "text" or "json" (one JSON object per line, with job_id/worker_id fields).
+    # ``text``, or ``json`` for one JSON object per line with ``job_id``/``worker_id`` fields.
     log_format: str = "text"
 
     @property

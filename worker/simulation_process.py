@@ -27,7 +27,7 @@ from qiskit_runtime_server.worker.programs.noise_learner import run_noise_learne
 from qiskit_runtime_server.worker.programs.primitives import PROGRAMS as PRIMITIVES
 
 PROGRAMS = {**PRIMITIVES, "executor": run_executor, "noise-learner": run_noise_learner}
-# Executor params are plain pydantic JSON, not RuntimeEncoder output (PROTOCOL.md §5.3).
+# Executor params are plain pydantic JSON, not RuntimeEncoder output (docs/protocol.md §5.3).
 _PLAIN_JSON_PROGRAMS = frozenset({"executor"})
 
 

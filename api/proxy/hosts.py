@@ -1,7 +1,7 @@
 """The IBM Cloud host names proxy mode stands in for, and nothing else.
 
 Mirrors the hosts qiskit-ibm-runtime 0.40-0.48 contacts with its default configuration
-(PROTOCOL.md 1.4): the IAM token exchange, Global Search, Global Catalog and the regional
+(docs/protocol.md §1.4): the IAM token exchange, Global Search, Global Catalog and the regional
 Qiskit Runtime API hosts of both channels (``ibm_cloud``: ``{region}.quantum-computing.cloud.ibm.com``;
 ``ibm_quantum_platform``: ``quantum.cloud.ibm.com`` and ``{region}.quantum.cloud.ibm.com``).
 The CA's name constraints and the leaf certificate's names are this list, so trusting the

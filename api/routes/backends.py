@@ -1,4 +1,4 @@
-"""``/backends``: the fake-backend catalogue (PROTOCOL.md §4)."""
+"""``/backends``: the fake-backend catalogue (docs/protocol.md §4)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from qiskit_runtime_server.shared.errors import InvalidRequest
 
 
 def _bool_param(value: str | None) -> bool:
-    # The client sends include_mocks=True with a capital T (PROTOCOL.md P15).
+    # The client sends include_mocks=True with a capital T (docs/protocol.md P15).
     return (value or "").lower() == "true"
 
 

@@ -1,4 +1,4 @@
-"""``/instances/usage``: simulation time consumed by the calling instance (PROTOCOL.md §7)."""
+"""``/instances/usage``: simulation time consumed by the calling instance (docs/protocol.md §7)."""
 
 from __future__ import annotations
 

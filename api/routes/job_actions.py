@@ -1,4 +1,4 @@
-"""``/jobs`` after submission: list, cancel, delete, tags and metrics (PROTOCOL.md §5.6)."""
+"""``/jobs`` after submission: list, cancel, delete, tags and metrics (docs/protocol.md §5.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/jobs``: submit, poll and fetch results (PROTOCOL.md §5)."""
+"""``/jobs``: submit, poll and fetch results (docs/protocol.md §5)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ _decode_pub_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
 class _ExecutorParams(msgspec.Struct):
-    """The outline of executor ``params`` (PROTOCOL.md §5.3); the worker validates the rest.
+    """The outline of executor ``params`` (docs/protocol.md §5.3); the worker validates the rest.
 
     The full pydantic models (``ibm_quantum_schemas``) import qiskit, which the API never loads.
     """
@@ -124,7 +124,7 @@ def validate_pub_numbers(program_id: str, params: _PrimitiveParams, max_shots: i
     """Refuse shots and precisions IBM refuses, read from the plain JSON of sampler/estimator params.
 
     Sampler PUBs are ``[circuit, parameter_values, shots]``, estimator PUBs ``[circuit,
-    observables, parameter_values, precision]`` (PROTOCOL.md §5.2); ``options.default_shots``
+    observables, parameter_values, precision]`` (docs/protocol.md §5.2); ``options.default_shots``
     and ``options.default_precision`` are checked the same way. Shots must be integers in
     ``1..max_shots`` (``QRS_MAX_SHOTS``), precisions finite numbers > 0 (a precision of 0 would
     ask for infinitely many shots). Only the PUB element holding the number is decoded, never
@@ -283,7 +283,7 @@ async def job_results(request: Request) -> Response:
     """``GET /jobs/{id}/results``: the RuntimeEncoder text of the result.
 
     Failed and cancelled jobs answer 200 with their error text: the client reads it to build
-    its error message (PROTOCOL.md P9). The result of a completed ``private`` job is handed out
+    its error message (docs/protocol.md P9). The result of a completed ``private`` job is handed out
     once and deleted in the same step; a later read answers 404 (the client raises
     ``RequestsApiError`` with this message).
     """

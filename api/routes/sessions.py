@@ -1,4 +1,4 @@
-"""``/sessions``: Session and Batch (PROTOCOL.md §6); the state machine is in ``shared/sessions.py``."""
+"""``/sessions``: Session and Batch (docs/protocol.md §6); the state machine is in ``shared/sessions.py``."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ pytestmark = pytest.mark.clients
 SCRIPT = Path(__file__).with_name("client_script.py")
 CASE_TIMEOUT = float(os.environ.get("QRS_CLIENT_CASE_TIMEOUT", "90"))
 PARALLEL = int(os.environ.get("QRS_CLIENT_PARALLEL", "4"))
-PLAIN_FROM = (0, 49)  # first release with IAM_URL and the other URL variables (PROTOCOL.md section 10)
+PLAIN_FROM = (0, 49)  # first release with IAM_URL and the other URL variables (docs/protocol.md §10)
 EXPORT = re.compile(r"^export (\w+)=(.*)$")
 
 

@@ -2,8 +2,8 @@
 installed by ``.ci/run``) driven by Selenium against a real server, jobs submitted by the
 unmodified client.
 
-With ``QRS_DASHBOARD_SCREENSHOTS=docs`` the main views are saved as PNGs in that folder (the
-README's Dashboard section shows them).
+With ``QRS_DASHBOARD_SCREENSHOTS=docs`` the main views are saved as PNGs in that folder
+(docs/dashboard.md shows them).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="qiskit_ibm_runtime")
 
-# Short lease so the test is quick; the default (15 s) is what the README's bound uses.
+# Short lease so the test is quick; the default (15 s) is what the bound in docs/deployment.md uses.
 LEASE = 4.0
 # A killed worker's job is running again elsewhere within a lease plus one poll and a
 # heartbeat period; then it needs its own running time (LONG_LAYERS: a few seconds here).

@@ -41,7 +41,7 @@ GRACE = 2.0  # QRS_SHUTDOWN_GRACE in the stack
 # polling and `docker` CLI calls on a loaded 2-core machine.
 SLACK = 4.0
 LABEL = "io.github.qiskit-runtime-server.client-version"
-MEASURED: dict[str, float] = {}  # printed at the end (README numbers)
+MEASURED: dict[str, float] = {}  # printed at the end (the figures in docs/deployment.md)
 
 
 def _docker_unavailable() -> str | None:

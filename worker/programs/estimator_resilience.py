@@ -91,7 +91,7 @@ def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 def plan_resilience(options: dict[str, Any], resilience_level: Any) -> tuple[ResiliencePlan, dict[str, Any]]:
     """Split an EstimatorV2 job's options into a resilience plan and the options left over.
 
-    ``options`` is the job's ``params["options"]`` (only what the user set, PROTOCOL.md §5.2);
+    ``options`` is the job's ``params["options"]`` (only what the user set, docs/protocol.md §5.2);
     ``resilience_level`` is ``params["resilience_level"]`` or ``None`` (IBM's default, 1). The
     ``twirling`` and ``resilience`` entries are consumed (what cannot apply goes to
     ``plan.ignored``); the returned dict is the rest, for :func:`~worker.programs.options.parse_options`.

@@ -1,12 +1,12 @@
 """The ``executor`` program: a ``QuantumProgram`` from ``Executor`` or the client-side primitives.
 
 ``qiskit_ibm_runtime.executor_sampler.Sampler``, ``executor_estimator.Estimator`` and the raw
-``Executor`` send plain pydantic JSON (PROTOCOL.md §5.3). It is decoded with the client's own
+``Executor`` send plain pydantic JSON (docs/protocol.md §5.3). It is decoded with the client's own
 ``QUANTUM_PROGRAM_PARAMS_CONVERTERS`` for its ``schema_version``, every item runs through the
 worker's engine seam (the backend's noise model by default, as for ``sampler``), and the answer
 is the ``ibm_quantum_schemas`` ``QuantumProgramResultModel`` of the same schema version, echoing
 ``semantic_role`` and ``passthrough_data`` so the client's post-processors build a
-``PrimitiveResult`` (PROTOCOL.md §5.5, P10).
+``PrimitiveResult`` (docs/protocol.md §5.5, P10).
 
 Samplex items (twirling, TREX, every estimator PUB) are sampled on the server with samplomatic,
 broadcast over the item's shape with the client's own ``broadcast_sample`` (the building block of
@@ -71,7 +71,7 @@ def _first_error(exc: ValidationError) -> str:
 def decode_executor_params(params: dict[str, Any]) -> DecodedProgram:
     """Validate and decode executor ``params`` exactly as the client encoded them.
 
-    Samplex items are finalized here: samplex JSON deserialises unfinalized (PROTOCOL.md P7).
+    Samplex items are finalized here: samplex JSON deserialises unfinalized (docs/protocol.md P7).
 
     Raises:
         ProgramError: unknown or missing ``schema_version``, a body the schema rejects, corrupt
@@ -277,7 +277,7 @@ def encode_result(decoded: DecodedProgram, runs: list[ItemRun]) -> bytes:
 
 @for_served_backend
 def run_executor(params: dict[str, Any], backend: str, engine: SimulationEngine, defaults: Defaults) -> ProgramOutput:
-    """Run executor ``params`` (plain JSON, PROTOCOL.md §5.3) on ``backend``.
+    """Run executor ``params`` (plain JSON, docs/protocol.md §5.3) on ``backend``.
 
     Every item runs with ``quantum_program.shots`` shots; the answer is the encoded
     ``QuantumProgramResultModel`` (bytes) in the params' schema version.

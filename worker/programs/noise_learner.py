@@ -30,7 +30,7 @@ What is computed, and what is not:
   default: after the two-qubit gates, where Aer applies gate errors; ``"before"``: conjugated
   through the layer's gates). Layers whose noise must cross a non-Clifford gate fail the job.
 
-Params (PROTOCOL.md §5):
+Params (the ``POST /jobs`` body of docs/protocol.md §5.1, program ``noise-learner``):
 
 * ``NoiseLearner`` (``qiskit_ibm_runtime.noise_learner``) sends RuntimeEncoder JSON
   ``{"circuits": [QuantumCircuit, ...], "options": {...}}`` with the options of

@@ -1,6 +1,6 @@
 """The primitive options a simulator honours, and the report of the ones it cannot.
 
-The client sends only the options a user set, as nested dicts (PROTOCOL.md §5.2). Honoured:
+The client sends only the options a user set, as nested dicts (docs/protocol.md §5.2). Honoured:
 ``default_shots``, ``default_precision`` (estimator), ``simulator.seed_simulator`` and
 ``simulator.noise_model``; the estimator's ``resilience_level``, ``resilience`` and ``twirling``
 are taken out before this by ``estimator_resilience.plan_resilience``, which honours them. Options

@@ -1,4 +1,4 @@
-"""The ``sampler`` and ``estimator`` programs (V2 primitives, PROTOCOL.md §5.2).
+"""The ``sampler`` and ``estimator`` programs (V2 primitives, docs/protocol.md §5.2).
 
 ``params`` decoded with the client's ``RuntimeDecoder`` hold ``pubs`` as lists:
 sampler ``[circuit, parameter_values, shots|None]``, estimator
