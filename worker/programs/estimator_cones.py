@@ -9,7 +9,8 @@ connected cone qubits stays within ``max_width`` (terms with disjoint cones shar
 cost: the engine runs disjoint groups separately). A term whose own cone is wider goes alone.
 
 Nothing is split when the whole PUB's cone already fits, or when the circuit is Clifford at
-every binding (the stabilizer method handles any width at once).
+every binding (the stabilizer method handles any width at once): the PUB then runs as one piece,
+still restricted to the union of its terms' cones.
 
 Each piece is an ordinary ``EstimatorPub`` whose observables are its Pauli terms, one per row
 (shape ``(k, 1, ..., 1)``, broadcast against the bindings), so it runs through the plain or the
@@ -83,9 +84,9 @@ class _Groups:
 def plan_pieces(pub: EstimatorPub, terms: list[dict[str, float]], max_width: int = MAX_PIECE_WIDTH) -> list[Piece]:
     """The pieces that together measure every non-identity term of ``pub``.
 
-    Returns ``[]`` when splitting gains nothing (the caller runs the PUB as it is): the circuit
-    has classical variables, the cones of all terms together fit in ``max_width``, or the
-    circuit is Clifford at every binding.
+    One piece holds every term when the cones of all terms together fit in ``max_width`` or the
+    circuit is Clifford at every binding. Returns ``[]`` when the circuit has classical
+    variables (the caller runs the PUB as it is).
     """
     labels = sorted({label for term in terms for label in term if set(label) != {"I"}})
     if not labels:
@@ -100,11 +101,13 @@ def plan_pieces(pub: EstimatorPub, terms: list[dict[str, float]], max_width: int
     whole = _Groups()
     for label in labels:
         whole.add(cones[label].qubits)
-    if whole.width <= max_width:
-        return []
-    union = _union(cones.values())
-    if clifford_at_every_binding(restrict(circuit, union), pub.parameter_values):
-        return []
+    # One piece, the union of the cones, when that is cheap already: it still drops every gate
+    # outside the cones (the mitigated path measures every qubit of the circuit; qubits left
+    # idle are then sampled exactly, without Aer).
+    if whole.width <= max_width or clifford_at_every_binding(
+        restrict(circuit, _union(cones.values())), pub.parameter_values
+    ):
+        return [_piece(pub, labels, list(cones.values()), whole.width)]
     packed: list[tuple[list[str], _Groups]] = []
     for label in sorted(labels, key=lambda lab: (min(cones[lab].qubits), lab)):
         qubits = cones[label].qubits
