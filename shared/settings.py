@@ -55,8 +55,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # QRS_API_KEYS: "key1=crn1,crn2;key2=crn3"; QRS_ACCESS_FILE: a JSON file (both may be set).
     api_keys: str | None = None
     # Operator keys (comma-separated): the dashboard shows them every instance (README "Dashboard").
+    # With access control on, /workers and /metrics also need one of them (docs/security.md).
     admin_keys: str | None = None
     access_file: str | None = None
+    # Serve /workers and /metrics without an admin key even with access control on (a Prometheus
+    # that scrapes without credentials). In open mode they are always open.
+    open_metrics: bool = False
+    # Host names the server answers (the Host header, port ignored), comma-separated; "*" allows
+    # any, "*.example.org" any name under example.org. Unset: localhost, 127.0.0.1, [::1] and
+    # QRS_HOST when it is one specific address. QRS_PUBLIC_URL's host is always allowed, and so
+    # are IBM's hosts in proxy mode. Any other Host is answered 400: it protects a server on a
+    # laptop from DNS rebinding (docs/security.md).
+    allowed_hosts: str | None = None
     # Seconds a finished job (record, params, result, logs) and a closed session are kept;
     # 0 keeps them forever. Default: 30 days.
     job_retention: float = 2_592_000

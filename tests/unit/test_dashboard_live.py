@@ -14,6 +14,8 @@ from qiskit_runtime_server.shared.settings import load_settings
 
 A = "crn:v1:bluemix:public:quantum-computing:us-east:a/a:inst-a::"
 B = "crn:v1:bluemix:public:quantum-computing:us-east:a/b:inst-b::"
+# TestClient's default host, "testserver", is not one the server answers (api/origins.py).
+WS = "ws://localhost/dashboard/ws"
 BODY = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [["x", null]]}}'
 
 
@@ -26,7 +28,10 @@ def _submit(http: TestClient, key: str, instance: str) -> str:
 
 
 def test_open_mode_pushes_every_state_change() -> None:
-    with TestClient(create_app(load_settings({}))) as http, http.websocket_connect("/dashboard/ws") as ws:
+    with (
+        TestClient(create_app(load_settings({})), base_url="http://localhost") as http,
+        http.websocket_connect(WS) as ws,
+    ):
         ws.send_json({})
         assert ws.receive_json() == {"type": "hello", "operator": True}
         job_id = _submit(http, "k", A)
@@ -39,11 +44,11 @@ def test_open_mode_pushes_every_state_change() -> None:
 
 def test_instance_key_gets_only_its_instances_events() -> None:
     settings = load_settings({"QRS_API_KEYS": f"key-a={A};key-b={B}", "QRS_ADMIN_KEYS": "ops"})
-    with TestClient(create_app(settings)) as http:
-        with http.websocket_connect("/dashboard/ws") as ws:
+    with TestClient(create_app(settings), base_url="http://localhost") as http:
+        with http.websocket_connect(WS) as ws:
             ws.send_json({"key": "nope"})
             assert ws.receive_json()["type"] == "error"
-        with http.websocket_connect("/dashboard/ws") as wa, http.websocket_connect("/dashboard/ws") as ops:
+        with http.websocket_connect(WS) as wa, http.websocket_connect(WS) as ops:
             wa.send_json({"key": "key-a"})
             ops.send_json({"key": "ops"})
             assert wa.receive_json()["operator"] is False and ops.receive_json()["operator"] is True
@@ -69,7 +74,7 @@ async def test_slow_consumer_is_dropped_not_buffered() -> None:
 
 
 def test_page_and_static_files_are_served() -> None:
-    with TestClient(create_app(load_settings({}))) as http:
+    with TestClient(create_app(load_settings({})), base_url="http://localhost") as http:
         page = http.get("/dashboard")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert "/dashboard/static/dashboard.js" in page.text
