@@ -4,6 +4,7 @@ bounded buffers (slow consumers dropped), and the page and its static files."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 from starlette.testclient import TestClient
 
@@ -81,3 +82,27 @@ def test_page_and_static_files_are_served() -> None:
         assert http.get("/dashboard/static/dashboard.js").status_code == 200
         assert http.get("/dashboard/static/vendor/chart.umd.min.js").status_code == 200
         assert "MIT" in http.get("/dashboard/static/vendor/chart.js.LICENSE.md").text
+
+
+def test_page_is_served_with_a_self_only_csp_and_may_not_be_framed() -> None:
+    with TestClient(create_app(load_settings({})), base_url="http://localhost") as http:
+        page = http.get("/dashboard")
+    policy = dict(
+        (name, rest.strip())
+        for name, _, rest in (d.strip().partition(" ") for d in page.headers["content-security-policy"].split(";"))
+    )
+    assert policy["default-src"] == "'self'" and policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+    assert policy["connect-src"] == "'self'" and policy["frame-ancestors"] == "'none'"
+    assert policy["object-src"] == "'none'" and policy["base-uri"] == "'none'"
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+    # The policy fits the page: no inline script, style or handler, and every file is its own.
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page.text) and "<style" not in page.text
+    assert not re.search(r"\s(on[a-z]+|style)=", page.text)
+    assert set(re.findall(r'(?:src|href)="(/[^"]*)"', page.text)) <= {
+        "/dashboard/static/dashboard.css",
+        "/dashboard/static/vendor/chart.umd.min.js",
+        "/dashboard/static/dashboard.js",
+        "/dashboard/static/vendor/chart.js.LICENSE.md",
+        "/openapi.json",
+    }
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', page.text)
