@@ -4,6 +4,7 @@ Request path::
 
     (clients 0.40-0.48: ─HTTPS CONNECT─> api/proxy/tunnel.py, TLS ends there ─HTTP─> the same port)
     client ─HTTP─> uvicorn with api/server.py's protocol (deadlines, head size, IBM-format parse errors)
+                   -> HostCheckMiddleware (Host allow-list, foreign Origin refused: api/origins.py)
                    -> PrefixMiddleware (catalog by Host, ".../api/v1" -> "/api/v1", no trailing slash, query length)
                    -> Router: /identity/token, /search/..., /catalog/..., /openapi.json,
                       /api/v1/{backends,jobs,sessions,instances}, /dashboard (page, /dashboard/api, WS /dashboard/ws)
@@ -40,6 +41,7 @@ from qiskit_runtime_server.api.dashboard import live, page
 from qiskit_runtime_server.api.dashboard import routes as dashboard
 from qiskit_runtime_server.api.finished import FinishedJobs
 from qiskit_runtime_server.api.openapi import openapi_document
+from qiskit_runtime_server.api.origins import HostCheckMiddleware
 from qiskit_runtime_server.api.proxy.hosts import local_path
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse, error_response
 from qiskit_runtime_server.api.routes import backends, instances, job_actions, jobs, ops, sessions
@@ -282,4 +284,6 @@ def create_app(
         if isinstance(route, Mount):
             route.app.redirect_slashes = False  # type: ignore[attr-defined]
     app.add_middleware(PrefixMiddleware, max_query_bytes=settings.max_query_bytes)
+    # Added last, so it runs first: a request for a foreign Host is refused before anything else.
+    app.add_middleware(HostCheckMiddleware, settings=settings)
     return app

@@ -108,8 +108,16 @@ def _json_body(schema: str) -> dict[str, Any]:
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/health"): {"summary": "The process is up.", "auth": False},
     ("GET", "/ready"): {"summary": "Redis reachable and a live worker: 200, else 503.", "auth": False, "503": True},
-    ("GET", "/workers"): {"summary": "Live workers and what they run.", "auth": False},
-    ("GET", "/metrics"): {"summary": "Prometheus metrics.", "auth": False, "media": "text/plain"},
+    # Open in open mode; with access control on they need an admin key unless QRS_OPEN_METRICS.
+    ("GET", "/workers"): {
+        "summary": "Live workers and what they run (an admin key with access control on).",
+        "auth": False,
+    },
+    ("GET", "/metrics"): {
+        "summary": "Prometheus metrics (an admin key with access control on).",
+        "auth": False,
+        "media": "text/plain",
+    },
     ("GET", "/openapi.json"): {"summary": "This document.", "auth": False},
     ("POST", "/identity/token"): {
         "summary": "IAM token exchange: an API key becomes a bearer JWT.",

@@ -74,11 +74,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # ``key1=crn1,crn2;key2=crn3``: turns access control on (docs/jobs-sessions-access.md).
     # Unset, with no access file: open mode, any key for any instance.
     api_keys: str | None = None
-    # Comma-separated operator keys: the dashboard shows them every instance (docs/dashboard.md).
+    # Comma-separated operator keys: the dashboard shows them every instance (docs/dashboard.md);
+    # with access control on, ``/workers`` and ``/metrics`` need one of them (docs/security.md).
     admin_keys: str | None = None
     # JSON file ``{"keys": {key: [crn, ...]}, "usage_limits": {crn: seconds}}``: turns access
     # control on; may be combined with ``QRS_API_KEYS``.
     access_file: str | None = None
+    # Serve ``/workers`` and ``/metrics`` without an admin key even with access control on (a
+    # Prometheus that scrapes without credentials). In open mode they are always open.
+    open_metrics: bool = False
+    # Host names the server answers (the ``Host`` header, port ignored), comma-separated; ``*``
+    # allows any, ``*.example.org`` any name under example.org. Unset: ``localhost``,
+    # ``127.0.0.1``, ``[::1]`` and ``QRS_HOST`` when it is one specific address. ``QRS_PUBLIC_URL``'s
+    # host is always allowed, and so are IBM's hosts in proxy mode. Any other ``Host`` gets 400,
+    # which protects a server on a laptop from DNS rebinding (docs/security.md).
+    allowed_hosts: str | None = None
     # Seconds a finished job (record, params, result, logs) and a closed session are kept
     # (30 days); 0 keeps them forever (docs/deployment.md, Retention).
     job_retention: float = 2_592_000

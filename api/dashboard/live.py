@@ -12,6 +12,11 @@ logs. The server answers ``{"type": "hello", "operator": bool}`` and then one
 ``{"type": "job", "job": {id, instance, backend, program, status, created, running, finished,
 worker, reason, session_id}}`` per state change (times are UNIX seconds). An unknown key is
 closed with code 4401 after ``{"type": "error"}``.
+
+A handshake from a foreign page (an ``Origin`` that is not one of this server's own,
+``api/origins.py``) is refused before it is accepted: the browser sees the connection fail
+(HTTP 403) and receives nothing. Browsers apply no CORS rules to WebSockets, so without this
+check any web page could follow the job events of an open-mode server on ``localhost``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from qiskit_runtime_server.api.dashboard.viewer import Viewer, viewer_for_key
+from qiskit_runtime_server.api.origins import origin_allowed
 from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.channel import ChannelListener
@@ -92,6 +98,10 @@ class LiveHub:
 
     async def serve(self, websocket: WebSocket) -> None:
         """Run one connection until the client leaves or falls behind."""
+        if not origin_allowed(websocket.headers, app_state(websocket)["settings"]):
+            logger.warning("refused a dashboard WebSocket from origin %.100r", websocket.headers.get("origin"))
+            await websocket.close(code=1008)  # before accept: the server answers the handshake 403
+            return
         await websocket.accept()
         try:
             hello = await asyncio.wait_for(websocket.receive_json(), HELLO_TIMEOUT)

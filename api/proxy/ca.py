@@ -1,7 +1,9 @@
 """The proxy's certificate authority and its one leaf certificate, kept in ``QRS_PROXY_DIR``.
 
 The CA is generated once and kept (so a ``REQUESTS_CA_BUNDLE`` set in a shell stays valid
-across restarts); its key file is ``0600`` in a ``0700`` folder. It carries critical X.509
+across restarts); its key file is ``0600`` in a ``0700`` folder. A folder that already exists
+must be this user's and closed to others before anything is written into it (another user who
+can list or write it could read the key, or plant files in it). It carries critical X.509
 name constraints that permit only :data:`~.hosts.PROXIED_HOSTS`, so a verifier refuses
 anything it signs for another name, even if the key leaked. The leaf certificate, which
 names exactly those hosts, is issued afresh at every start. All the cryptography is
@@ -59,11 +61,13 @@ def ensure_certificates(directory: Path, hosts: tuple[str, ...] = PROXIED_HOSTS)
     """Create (or reuse) the CA in ``directory``, issue a fresh leaf for ``hosts``, write the bundle.
 
     Raises:
-        PermissionError: ``directory`` or the CA key is readable by other users (refused
-            rather than used: whoever reads that key can impersonate IBM's hosts to this user).
+        PermissionError: ``directory`` (new or kept) is accessible by other users or owned by
+            another user, or the CA key is readable by others (refused rather than used, before
+            anything is written: whoever reads that key can impersonate IBM's hosts to this user).
         ValueError: the kept CA does not permit one of ``hosts`` (made by another version).
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _require_private_dir(directory)
     files = ProxyFiles(
         directory=directory,
         ca_cert=directory / "ca.pem",
@@ -179,6 +183,18 @@ def _require_permits(ca_cert: x509.Certificate, hosts: tuple[str, ...]) -> None:
     missing = [h for h in hosts if h not in permitted]
     if missing:
         raise ValueError(f"the kept proxy CA does not permit {missing}; remove its folder to make a new one")
+
+
+def _require_private_dir(directory: Path) -> None:
+    """Refuse a folder that other users may enter or write, or that is not this user's."""
+    info = directory.stat()
+    if info.st_mode & 0o077:
+        raise PermissionError(
+            f"{directory} is accessible by other users (mode {info.st_mode & 0o777:o}); nothing was written. "
+            "chmod 700 it, or point QRS_PROXY_DIR at a new folder (it is created private)"
+        )
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise PermissionError(f"{directory} belongs to another user; point QRS_PROXY_DIR at a folder of your own")
 
 
 def _require_private(path: Path) -> None:

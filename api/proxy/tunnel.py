@@ -91,12 +91,16 @@ class ConnectProxy:
 
 
 def _connect_target(head: bytes) -> tuple[str, int] | None:
-    """``(host, port)`` of a ``CONNECT host:port HTTP/1.x`` head, else None (also for bad ports)."""
+    """``(host, port)`` of a ``CONNECT host:port HTTP/1.x`` head, else None (also for bad ports).
+
+    The port must be 1-5 ASCII digits: ``str.isdigit`` alone admits ``"²"`` (byte 0xB2 in
+    Latin-1), which ``int`` refuses, and any number of digits.
+    """
     parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
     if len(parts) != 3 or parts[0].upper() != "CONNECT" or not parts[2].startswith("HTTP/1."):
         return None
     host, sep, port = parts[1].rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5):
         return None
     return host.strip("[]"), int(port)
 

@@ -100,35 +100,87 @@ def _validate_noise_learner_params(raw: msgspec.Raw) -> None:
         )
     if params.instructions is None:
         raise InvalidRequest("params.instructions is required with a schema_version.")
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# A precision's square must stay a finite float (the worker runs ceil(1 / precision**2) shots).
+MAX_PRECISION = 1e150
+# Numbers longer than this are shown cut in messages (an integer may have thousands of digits).
+_SHOWN = 40
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` for a message, cut at :data:`_SHOWN` characters (never ``str`` of a huge int)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**_SHOWN:
+        return f"an integer of more than {_SHOWN} digits"
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
+
+
+def _integer_text(raw: msgspec.Raw) -> str:
+    """An integer's JSON text, cut for a message: ``"1000000000…(4301 digits)"``."""
+    text = bytes(raw).decode("ascii", "replace").strip()
+    return text if len(text) <= _SHOWN else f"{text[:20]}…({len(text.lstrip('-'))} digits)"
 
 
 def _check_shots(value: object, where: str, max_shots: int) -> None:
     if value is None or isinstance(value, dict):
         return  # absent, or a RuntimeEncoder-typed value: the worker decodes and checks it
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidRequest(f"{where}: shots must be a positive integer, got {value!r}.")
+        raise InvalidRequest(f"{where}: shots must be a positive integer, got {_shown(value)}.")
     if value > max_shots:
-        raise InvalidRequest(f"{where}: {value} shots requested, at most {max_shots} are allowed.")
+        raise InvalidRequest(f"{where}: {_shown(value)} shots requested, at most {max_shots} are allowed.")
 
 
-def _check_precision(value: object, where: str) -> None:
+def min_precision(max_shots: int) -> float:
+    """The smallest precision whose ``ceil(1 / precision**2)`` shots stay within ``max_shots``."""
+    return 1 / math.sqrt(max_shots)
+
+
+def _check_precision(value: object, where: str, max_shots: int) -> None:
+    """A precision in ``[1/sqrt(max_shots), MAX_PRECISION)``: the estimator runs ``ceil(1 / precision**2)``
+    shots per basis (shared/job_limits.py's ``QRS_MAX_SHOTS`` bounds them), so a precision of
+    ``1e-300`` (whose square is 0.0) or ``1e200`` (whose square overflows) never reaches a worker."""
     if value is None or isinstance(value, dict):
         return
-    if not _is_number(value) or value <= 0:  # type: ignore[operator]
-        raise InvalidRequest(f"{where}: precision must be a positive number, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InvalidRequest(f"{where}: precision must be a positive number, got {_shown(value)}.")
+    if not value < MAX_PRECISION:  # also infinity; an int compares without conversion
+        raise InvalidRequest(f"{where}: precision must be below {MAX_PRECISION:g}, got {_shown(value)}.")
+    square = float(value) ** 2
+    if square == 0 or 1.0 / square > max_shots:
+        raise InvalidRequest(
+            f"{where}: precision {_shown(value)} needs more than {max_shots} shots (ceil(1 / precision**2)); "
+            f"the smallest precision allowed is {min_precision(max_shots):.6g}."
+        )
+
+
+def _pub_value(raw: msgspec.Raw, where: str, kind: str, max_shots: int) -> object:
+    """The decoded JSON of one PUB element; an integer too long for Python (4301+ digits) is refused."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        text = _integer_text(raw)
+        if kind == "shots":
+            raise InvalidRequest(f"{where}: {text} shots requested, at most {max_shots} are allowed.") from None
+        raise InvalidRequest(f"{where}: precision must be below {MAX_PRECISION:g}, got {text}.") from None
+
+
+# PUB lengths qiskit's SamplerPub/EstimatorPub.coerce accept (and their message).
+_PUB_LENGTHS = {"sampler": (1, 3, "1, 2 or 3"), "estimator": (2, 4, "2, 3 or 4")}
 
 
 def validate_pub_numbers(program_id: str, params: _PrimitiveParams, max_shots: int) -> None:
-    """Refuse shots and precisions IBM refuses, read from the plain JSON of sampler/estimator params.
+    """Refuse malformed PUB lists, and shots and precisions IBM refuses, read from the plain JSON
+    of sampler/estimator params.
 
     Sampler PUBs are ``[circuit, parameter_values, shots]``, estimator PUBs ``[circuit,
-    observables, parameter_values, precision]`` (docs/protocol.md §5.2); ``options.default_shots``
-    and ``options.default_precision`` are checked the same way. Shots must be integers in
-    ``1..max_shots`` (``QRS_MAX_SHOTS``), precisions finite numbers > 0 (a precision of 0 would
-    ask for infinitely many shots). Only the PUB element holding the number is decoded, never
-    the circuits, so this costs nothing for large PUBs and needs no qiskit.
+    observables, parameter_values, precision]`` (docs/protocol.md §5.2): a list PUB of another length
+    (``[]`` included) is refused with qiskit's message. ``options.default_shots`` and
+    ``options.default_precision`` are checked like the PUBs' own. Shots must be integers in
+    ``1..max_shots`` (``QRS_MAX_SHOTS``); precisions numbers > 0 whose ``ceil(1 / precision**2)``
+    shots stay within ``max_shots`` (at least ``1/sqrt(max_shots)``) and below
+    :data:`MAX_PRECISION`. Only the PUB element holding the number is decoded, never the
+    circuits, so this costs nothing for large PUBs and needs no qiskit.
 
     Raises:
         InvalidRequest: the first bad value, naming its PUB (400, IBM's error format).
@@ -136,19 +188,22 @@ def validate_pub_numbers(program_id: str, params: _PrimitiveParams, max_shots: i
     options = params.options or {}
     _check_shots(options.get("default_shots"), "options.default_shots", max_shots)
     if program_id == "estimator":
-        _check_precision(options.get("default_precision"), "options.default_precision")
+        _check_precision(options.get("default_precision"), "options.default_precision", max_shots)
     position = 2 if program_id == "sampler" else 3
+    shortest, longest, lengths = _PUB_LENGTHS[program_id]
     for index, raw in enumerate(params.pubs):
         if not bytes(raw).lstrip().startswith(b"["):
             continue  # not a PUB list: the worker refuses it with the details
         items = _decode_pub_items(raw)
+        where = f"PUB {index}"
+        if not shortest <= len(items) <= longest:
+            raise InvalidRequest(f"{where}: the length of pub must be {lengths}, but length {len(items)} is given.")
         if len(items) <= position:
             continue
-        value = msgspec.json.decode(items[position])
         if program_id == "sampler":
-            _check_shots(value, f"PUB {index}", max_shots)
+            _check_shots(_pub_value(items[position], where, "shots", max_shots), where, max_shots)
         else:
-            _check_precision(value, f"PUB {index}")
+            _check_precision(_pub_value(items[position], where, "precision", max_shots), where, max_shots)
 
 
 class ResultsDeleted(NotFound):

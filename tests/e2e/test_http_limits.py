@@ -39,11 +39,11 @@ def test_idle_connection_is_closed_after_the_keep_alive(deployment: Deployment) 
 
 def test_oversize_request_line_and_body_get_ibm_errors(deployment: Deployment) -> None:
     with _connect(deployment) as sock:
-        sock.sendall(b"GET /api/v1/jobs?tags=" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /api/v1/jobs?tags=" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
         head, _, body = _answer(sock).partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 414 ") and json.loads(body)["errors"][0]["code"] == "uri_too_long"
     with _connect(deployment) as sock:
-        sock.sendall(b"POST /identity/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        sock.sendall(b"POST /identity/token HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
                      b"Connection: close\r\n\r\n" + b"%x\r\n%s\r\n" % (65_536, b"a" * 65_536) + b"0\r\n\r\n")
         head, _, body = _answer(sock).partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 413 ") and json.loads(body)["errors"][0]["code"] == "payload_too_large"

@@ -31,7 +31,7 @@ async def in_process_api(
             await app(scope, receive, send)
 
         transport = httpx.ASGITransport(app=with_state)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             http.app_state = state  # type: ignore[attr-defined]
             if api_key is not None:
                 token = (await http.post("/identity/token", data={"apikey": api_key})).json()["access_token"]

@@ -42,7 +42,7 @@ async def guarded() -> AsyncIterator[dict[str, httpx.AsyncClient]]:
         clients = {}
         for name, key in (("a", "key-a"), ("b", "key-b"), ("ops", "ops-key")):
             clients[name] = httpx.AsyncClient(
-                transport=http._transport, base_url="http://test", headers={"Authorization": f"apikey {key}"}
+                transport=http._transport, base_url="http://localhost", headers={"Authorization": f"apikey {key}"}
             )
             clients[name].app_state = http.app_state  # type: ignore[attr-defined]
         yield clients
@@ -178,9 +178,11 @@ async def test_instance_key_sees_only_its_instance(guarded: dict[str, httpx.Asyn
     assert set((await ops.get("/dashboard/api/usage")).json()["instances"]) == {A, B}
     assert (await a.get("/dashboard/api/status-distribution")).json()["total"]["Queued"] == 0
     assert (await a.get("/dashboard/api/percentiles")).json()["samples"]["run"] == 1
-    anonymous = httpx.AsyncClient(transport=a._transport, base_url="http://test")
+    anonymous = httpx.AsyncClient(transport=a._transport, base_url="http://localhost")
     assert (await anonymous.get("/dashboard/api/overview")).status_code == 401
-    wrong = httpx.AsyncClient(transport=a._transport, base_url="http://test", headers={"Authorization": "apikey x"})
+    wrong = httpx.AsyncClient(
+        transport=a._transport, base_url="http://localhost", headers={"Authorization": "apikey x"}
+    )
     assert (await wrong.get("/dashboard/api/jobs")).status_code == 401
 
 

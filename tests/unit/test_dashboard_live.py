@@ -4,6 +4,7 @@ bounded buffers (slow consumers dropped), and the page and its static files."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 from starlette.testclient import TestClient
 
@@ -14,6 +15,8 @@ from qiskit_runtime_server.shared.settings import load_settings
 
 A = "crn:v1:bluemix:public:quantum-computing:us-east:a/a:inst-a::"
 B = "crn:v1:bluemix:public:quantum-computing:us-east:a/b:inst-b::"
+# TestClient's default host, "testserver", is not one the server answers (api/origins.py).
+WS = "ws://localhost/dashboard/ws"
 BODY = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [["x", null]]}}'
 
 
@@ -26,7 +29,10 @@ def _submit(http: TestClient, key: str, instance: str) -> str:
 
 
 def test_open_mode_pushes_every_state_change() -> None:
-    with TestClient(create_app(load_settings({}))) as http, http.websocket_connect("/dashboard/ws") as ws:
+    with (
+        TestClient(create_app(load_settings({})), base_url="http://localhost") as http,
+        http.websocket_connect(WS) as ws,
+    ):
         ws.send_json({})
         assert ws.receive_json() == {"type": "hello", "operator": True}
         job_id = _submit(http, "k", A)
@@ -39,11 +45,11 @@ def test_open_mode_pushes_every_state_change() -> None:
 
 def test_instance_key_gets_only_its_instances_events() -> None:
     settings = load_settings({"QRS_API_KEYS": f"key-a={A};key-b={B}", "QRS_ADMIN_KEYS": "ops"})
-    with TestClient(create_app(settings)) as http:
-        with http.websocket_connect("/dashboard/ws") as ws:
+    with TestClient(create_app(settings), base_url="http://localhost") as http:
+        with http.websocket_connect(WS) as ws:
             ws.send_json({"key": "nope"})
             assert ws.receive_json()["type"] == "error"
-        with http.websocket_connect("/dashboard/ws") as wa, http.websocket_connect("/dashboard/ws") as ops:
+        with http.websocket_connect(WS) as wa, http.websocket_connect(WS) as ops:
             wa.send_json({"key": "key-a"})
             ops.send_json({"key": "ops"})
             assert wa.receive_json()["operator"] is False and ops.receive_json()["operator"] is True
@@ -69,10 +75,34 @@ async def test_slow_consumer_is_dropped_not_buffered() -> None:
 
 
 def test_page_and_static_files_are_served() -> None:
-    with TestClient(create_app(load_settings({}))) as http:
+    with TestClient(create_app(load_settings({})), base_url="http://localhost") as http:
         page = http.get("/dashboard")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert "/dashboard/static/dashboard.js" in page.text
         assert http.get("/dashboard/static/dashboard.js").status_code == 200
         assert http.get("/dashboard/static/vendor/chart.umd.min.js").status_code == 200
         assert "MIT" in http.get("/dashboard/static/vendor/chart.js.LICENSE.md").text
+
+
+def test_page_is_served_with_a_self_only_csp_and_may_not_be_framed() -> None:
+    with TestClient(create_app(load_settings({})), base_url="http://localhost") as http:
+        page = http.get("/dashboard")
+    policy = dict(
+        (name, rest.strip())
+        for name, _, rest in (d.strip().partition(" ") for d in page.headers["content-security-policy"].split(";"))
+    )
+    assert policy["default-src"] == "'self'" and policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+    assert policy["connect-src"] == "'self'" and policy["frame-ancestors"] == "'none'"
+    assert policy["object-src"] == "'none'" and policy["base-uri"] == "'none'"
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+    # The policy fits the page: no inline script, style or handler, and every file is its own.
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page.text) and "<style" not in page.text
+    assert not re.search(r"\s(on[a-z]+|style)=", page.text)
+    assert set(re.findall(r'(?:src|href)="(/[^"]*)"', page.text)) <= {
+        "/dashboard/static/dashboard.css",
+        "/dashboard/static/vendor/chart.umd.min.js",
+        "/dashboard/static/dashboard.js",
+        "/dashboard/static/vendor/chart.js.LICENSE.md",
+        "/openapi.json",
+    }
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', page.text)

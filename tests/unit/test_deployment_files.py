@@ -142,3 +142,22 @@ def test_one_client_version_for_both_images_within_pyproject_range() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     (client,) = [Requirement(d) for d in pyproject["project"]["dependencies"] if d.startswith("qiskit-ibm-runtime")]
     assert client.specifier.contains(defaults["Dockerfile.api"])
+
+
+def test_api_answers_its_service_name_and_the_published_port() -> None:
+    """The Host allow-list (api/origins.py) of the compose API: loopback names for the published
+    port, the service name for other containers, QRS_PUBLIC_URL's host added by the server."""
+    from qiskit_runtime_server.api.origins import allowed_hosts
+    from qiskit_runtime_server.shared.settings import load_settings
+
+    environment = SERVICES["api"]["environment"]
+    default = re.fullmatch(r"\$\{QRS_ALLOWED_HOSTS:-(.*)\}", environment["QRS_ALLOWED_HOSTS"])
+    assert default is not None
+    public = re.fullmatch(r"\$\{QRS_PUBLIC_URL:-(.*)\}", environment["QRS_PUBLIC_URL"])
+    assert public is not None
+    settings = load_settings(
+        {"QRS_HOST": environment["QRS_HOST"], "QRS_ALLOWED_HOSTS": default[1], "QRS_PUBLIC_URL": public[1]}
+    )
+    assert {"localhost", "127.0.0.1", "[::1]", "api"} <= (allowed_hosts(settings) or set())
+    # The image's healthcheck asks 127.0.0.1.
+    assert "http://127.0.0.1:" in (ROOT / "Dockerfile.api").read_text()

@@ -150,3 +150,14 @@ def test_scaling_disruption_and_network(docs: list[dict[str, Any]]) -> None:
     args = redis["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--appendonly") + 1] == "yes" and args[args.index("--appendfsync") + 1] == "always"
     assert redis["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+
+
+def test_api_answers_any_host_in_the_cluster(docs: list[dict[str, Any]]) -> None:
+    """Probes and Prometheus reach each pod by its IP: the Host allow-list is off (api/origins.py)."""
+    from qiskit_runtime_server.api.origins import allowed_hosts
+
+    (container,) = by_kind(docs, "Deployment")["api"]["spec"]["template"]["spec"]["containers"]
+    env = env_of(container)
+    assert env["QRS_ALLOWED_HOSTS"] == "*"
+    settings = msgspec.convert({k: v for k, v in env.items() if v != "<from>"}, Settings, strict=False)
+    assert allowed_hosts(settings) is None

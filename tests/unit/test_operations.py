@@ -190,3 +190,34 @@ def spy_commands(redis) -> list[str]:  # type: ignore[no-untyped-def]
 
     redis.execute_command, redis.pipeline = execute_command, spied_pipeline
     return seen
+
+
+GUARDED = {"QRS_API_KEYS": "alice=crn:a;ops=crn:a", "QRS_ADMIN_KEYS": "ops"}
+
+
+@pytest.mark.parametrize("path", ["/workers", "/metrics"])
+async def test_workers_and_metrics_need_an_admin_key_with_access_control_on(path: str) -> None:
+    async with in_process_api(GUARDED, api_key=None) as http:
+        missing = await http.get(path)
+        assert missing.status_code == 401 and missing.json()["errors"][0]["code"] == "unauthorized"
+        unknown = await http.get(path, headers={"Authorization": "apikey nobody"})
+        assert unknown.status_code == 401
+        user = await http.get(path, headers={"Authorization": "apikey alice"})
+        assert user.status_code == 403 and "QRS_ADMIN_KEYS" in user.json()["errors"][0]["message"]
+        assert (await http.get(path, headers={"Authorization": "apikey ops"})).status_code == 200
+        token = (await http.post("/identity/token", data={"apikey": "ops"})).json()["access_token"]
+        assert (await http.get(path, headers={"Authorization": f"Bearer {token}"})).status_code == 200
+        # Probes stay open.
+        assert (await http.get("/health")).status_code == 200
+        assert (await http.get("/ready")).status_code == 503
+
+
+@pytest.mark.parametrize("path", ["/workers", "/metrics"])
+async def test_open_metrics_setting_and_open_mode_keep_them_open(path: str) -> None:
+    async with in_process_api({**GUARDED, "QRS_OPEN_METRICS": "true"}, api_key=None) as http:
+        assert (await http.get(path)).status_code == 200
+    async with in_process_api({"QRS_ADMIN_KEYS": "ops"}, api_key=None) as http:
+        assert (await http.get(path)).status_code == 200
+    # Access control on and no admin key configured: nobody (but QRS_OPEN_METRICS) reads them.
+    async with in_process_api({"QRS_API_KEYS": "alice=crn:a"}, api_key=None) as http:
+        assert (await http.get(path, headers={"Authorization": "apikey alice"})).status_code == 403
