@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="qiskit_ib
 def raw_submit(deployment, session_id: str, backend: str = "fake_manila") -> httpx.Response:  # type: ignore[no-untyped-def]
     token = httpx.post(f"{deployment.base}/identity/token", data={"apikey": "test-api-key"}).json()
     headers = {"Authorization": f"Bearer {token['access_token']}", "Content-Type": "application/json"}
-    body = {"program_id": "sampler", "backend": backend, "session_id": session_id, "params": {"pubs": [[]]}}
+    body = {"program_id": "sampler", "backend": backend, "session_id": session_id, "params": {"pubs": [["circuit"]]}}
     return httpx.post(f"{deployment.base}/api/v1/jobs", content=json.dumps(body), headers=headers)
 
 

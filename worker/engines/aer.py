@@ -50,6 +50,7 @@ from qiskit_runtime_server.worker.engines.light_cone import backward_cone, recor
 from qiskit_runtime_server.worker.engines.methods import (
     DENSITY_MATRIX_ADVANTAGE,
     KRAUS_MAX_QUBITS,
+    SINGLE_THREAD_WORK,
     estimate_memory,
     max_statevector_qubits,
     mps_order,
@@ -58,6 +59,7 @@ from qiskit_runtime_server.worker.engines.methods import (
     samples_at_end,
 )
 from qiskit_runtime_server.worker.engines.partition import Component, noise_is_local
+from qiskit_runtime_server.worker.engines.qubit_reuse import on_wires, schedule
 from qiskit_runtime_server.worker.engines.report import SimulationReport
 from qiskit_runtime_server.worker.engines.single_qubit import NoiseChannels
 from qiskit_runtime_server.worker.errors import ProgramError
@@ -301,6 +303,30 @@ class AerEngine:
                 bound += entry[1]
         return Approximation(errors, bound)
 
+    def _reuse_group(
+        self,
+        backend_name: str,
+        noise_model: NoiseModel | None,
+        sub: QuantumCircuit,
+        keep: list[int],
+        used: frozenset[Instruction],
+    ) -> tuple[QuantumCircuit, AerSimulator] | None:
+        """The group on few wires with its errors explicit (``qubit_reuse.py``) and a density-matrix
+        simulator for it, or ``None`` when its qubits cannot be scheduled onto at most
+        ``KRAUS_MAX_QUBITS`` wires."""
+        plan = schedule(sub)
+        if plan is None or plan.width > KRAUS_MAX_QUBITS:
+            return None
+        model = noise_model if noise_model is not None else backend_noise_model(backend_name)
+        reduced = self._reduce(model, backend_name if noise_model is None else None, keep, used, "kraus")
+        if reduced is None or getattr(reduced, "_custom_noise_passes", None):
+            return None
+        circuit, readout = on_wires(sub, plan, reduced)
+        sim = AerSimulator(noise_model=readout, method="density_matrix", max_memory_mb=self.memory_limit_mb)
+        sim.set_options(device="CPU", max_parallel_threads=1 if 4.0**plan.width < SINGLE_THREAD_WORK else 0)
+        self.report.reused += 1
+        return circuit, sim
+
     def run_group(
         self,
         backend_name: str,
@@ -333,12 +359,20 @@ class AerEngine:
         model = noise_model if noise_model is not None else backend_noise_model(backend_name)
         width = len(keep)
         pubs = None
-        if width > KRAUS_MAX_QUBITS and not model.is_ideal() and self.compact:
+        wide_noisy = width > KRAUS_MAX_QUBITS and not model.is_ideal() and self.compact
+        reuse = self._reuse_group(backend_name, noise_model, sub, keep, used) if wide_noisy else None
+        if reuse is not None:
+            sub, sim = reuse
+            method = "density_matrix"
+            experiments = bindings if sub.num_parameters else 1
+            self._admit(method, sub, experiment_shots, experiments, keep, noisy=True)
+            pubs = [_sampler_pub(sub, sub_values, shots, bindings)]
+        elif wide_noisy:
             pubs = self._stabilizer_group(backend_name, noise_model, sub, keep, used, sub_values, shots, seed)
-        if pubs is not None:
-            sim = self.simulator(backend_name, noise_model, keep, used, form="pauli")[0]
-            method = "stabilizer"
-        else:
+            if pubs is not None:
+                sim = self.simulator(backend_name, noise_model, keep, used, form="pauli")[0]
+                method = "stabilizer"
+        if pubs is None:
             density = (
                 not model.is_ideal()
                 and 4.0**width < DENSITY_MATRIX_ADVANTAGE * experiment_shots * 2.0**width
@@ -365,12 +399,7 @@ class AerEngine:
                 )
             experiments = bindings if sub.num_parameters else 1
             self._admit(method, sub, experiment_shots, experiments, keep, noisy=not model.is_ideal())
-            if sub.num_parameters:
-                parameters = tuple(sub.parameters)
-                bound = BindingsArray({parameters: sub_values})
-                pubs = [SamplerPub(sub, bound, shots, validate=False)]
-            else:
-                pubs = [SamplerPub(sub, BindingsArray(), shots * bindings, validate=False)]
+            pubs = [_sampler_pub(sub, sub_values, shots, bindings)]
         sampler = AerSamplerV2.from_backend(sim, seed=seed)
         try:
             try:
@@ -518,6 +547,14 @@ def default_memory_limit_mb() -> int:
     except (ValueError, OSError, AttributeError):
         total = 8 * 2**30
     return max(256, total // 2 // 2**20)
+
+
+def _sampler_pub(circuit: QuantumCircuit, values: np.ndarray, shots: int, bindings: int) -> SamplerPub:
+    """One Aer PUB for a group: all bindings as parameter binds, or ``bindings * shots`` shots of
+    a circuit without parameters (every binding has the same law)."""
+    if circuit.num_parameters:
+        return SamplerPub(circuit, BindingsArray({tuple(circuit.parameters): values}), shots, validate=False)
+    return SamplerPub(circuit, BindingsArray(), shots * bindings, validate=False)
 
 
 def _stabilizer_noise(model: NoiseModel | None) -> bool:

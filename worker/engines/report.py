@@ -32,6 +32,7 @@ class SimulationReport:
     twirled: dict[tuple[str, tuple[int, ...]], float] = field(default_factory=dict)
     bound: float = 0.0
     light_cones: int = 0
+    reused: int = 0
 
     def add_run(self, method: str, width: int, seconds: float) -> None:
         self.methods[method] += 1
@@ -52,6 +53,8 @@ class SimulationReport:
         }
         if self.light_cones:
             out["light_cones"] = self.light_cones
+        if self.reused:
+            out["qubit_reuse"] = self.reused
         if self.twirled:
             worst = max(self.twirled, key=self.twirled.__getitem__)
             out["approximation"] = {

@@ -16,7 +16,8 @@ Each piece is an ordinary ``EstimatorPub`` whose observables are its Pauli terms
 (shape ``(k, 1, ..., 1)``, broadcast against the bindings), so it runs through the plain or the
 mitigated estimator path unchanged. :func:`combine` rebuilds the PUB's fields: expectation-value
 fields as ``sum_j c_j <P_j>``, error fields (``std``/``standard_error`` in the name) as
-``sqrt(sum_j c_j^2 s_j^2)``, since different pieces are sampled independently.
+``sqrt(sum_j c_j^2 s_j^2)``, since different pieces are sampled independently. How many pieces ran is in the job's
+``metadata["simulator"]``.
 """
 
 from __future__ import annotations
@@ -163,8 +164,7 @@ def combine(
     pub: EstimatorPub, terms: list[dict[str, float]], pieces: list[Piece], results: list[PubResult]
 ) -> PubResult:
     """``pub``'s result from its pieces' results (same fields, shaped ``pub.shape`` plus any
-    trailing axes the fields carry, e.g. ZNE noise factors), metadata of the first piece plus
-    ``light_cones`` (pieces and widest group)."""
+    trailing axes the fields carry, e.g. ZNE noise factors), with the first piece's metadata."""
     values_shape = pub.parameter_values.shape
     bindings = math.prod(values_shape)
     row_of: dict[str, tuple[int, int]] = {}
@@ -192,10 +192,9 @@ def combine(
                 per_term[t] += (coeff * coeff) * value**2 if error else coeff * value
         if error:
             per_term = np.sqrt(per_term)
-        fields[name] = per_term[term_index, binding_index]
-    metadata = dict(results[0].metadata)
-    metadata["light_cones"] = {"pieces": len(pieces), "widest": max(piece.width for piece in pieces)}
-    return PubResult(DataBin(**fields, shape=shape), metadata=metadata)
+        fields[name] = np.asarray(per_term[term_index, binding_index]).reshape(shape + extra)
+    # The PUB's metadata is that of its first piece, the same keys as an unsplit PUB's.
+    return PubResult(DataBin(**fields, shape=shape), metadata=dict(results[0].metadata))
 
 
 def run_by_light_cones(
