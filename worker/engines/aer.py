@@ -281,11 +281,13 @@ class AerEngine:
         reduced = sim.options.noise_model
         if not compacted or not _stabilizer_noise(reduced):
             return None
-        circuits = bound_circuits(sub, values) if sub.num_parameters else [sub]
+        circuits = bound_circuits(sub, values)
         experiment_shots = shots if sub.num_parameters else shots * values.shape[0]
-        self._admit("stabilizer", sub, experiment_shots, len(circuits), keep, noisy=True)
+        noisy = not model.is_ideal()
+        self._admit("stabilizer", sub, experiment_shots, len(circuits), keep, noisy=noisy)
         sim.set_options(method="stabilizer", device="CPU", max_parallel_threads=0)
-        self.report.add_approximation(self._approximation(backend_name, noise_model, sub, keep))
+        if noisy:
+            self.report.add_approximation(self._approximation(backend_name, noise_model, sub, keep))
         return [SamplerPub(circuit, BindingsArray(), experiment_shots, validate=False) for circuit in circuits]
 
     def _approximation(
@@ -319,7 +321,7 @@ class AerEngine:
             return None
         model = noise_model if noise_model is not None else backend_noise_model(backend_name)
         reduced = self._reduce(model, backend_name if noise_model is None else None, keep, used, "kraus")
-        if reduced is None or getattr(reduced, "_custom_noise_passes", None):
+        if reduced is None:
             return None
         circuit, readout = on_wires(sub, plan, reduced)
         sim = AerSimulator(noise_model=readout, method="density_matrix", max_memory_mb=self.memory_limit_mb)
@@ -359,7 +361,8 @@ class AerEngine:
         model = noise_model if noise_model is not None else backend_noise_model(backend_name)
         width = len(keep)
         pubs = None
-        wide_noisy = width > KRAUS_MAX_QUBITS and not model.is_ideal() and self.compact
+        wide = width > KRAUS_MAX_QUBITS and self.compact
+        wide_noisy = wide and not model.is_ideal()
         reuse = self._reuse_group(backend_name, noise_model, sub, keep, used) if wide_noisy else None
         if reuse is not None:
             sub, sim = reuse
@@ -367,7 +370,7 @@ class AerEngine:
             experiments = bindings if sub.num_parameters else 1
             self._admit(method, sub, experiment_shots, experiments, keep, noisy=True)
             pubs = [_sampler_pub(sub, sub_values, shots, bindings)]
-        elif wide_noisy:
+        elif wide:
             pubs = self._stabilizer_group(backend_name, noise_model, sub, keep, used, sub_values, shots, seed)
             if pubs is not None:
                 sim = self.simulator(backend_name, noise_model, keep, used, form="pauli")[0]

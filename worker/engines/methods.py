@@ -208,7 +208,8 @@ def predict_seconds(method: str, circuit: QuantumCircuit, shots: int, experiment
     if method == "density_matrix":
         units = size * 4.0**n * experiments
     elif method == "stabilizer":
-        units = size * n * shots * experiments
+        # Without noise Aer simulates once per circuit and samples the shots.
+        units = size * n * (shots if noisy else 1) * experiments
     elif method == "matrix_product_state":
         # Per gate and shot: a fixed cost (measured 18 us at bond dimension 2) that grows with
         # the cube of the bond dimension once that dominates.

@@ -16,7 +16,7 @@ Each piece is an ordinary ``EstimatorPub`` whose observables are its Pauli terms
 (shape ``(k, 1, ..., 1)``, broadcast against the bindings), so it runs through the plain or the
 mitigated estimator path unchanged. :func:`combine` rebuilds the PUB's fields: expectation-value
 fields as ``sum_j c_j <P_j>``, error fields (``std``/``standard_error`` in the name) as
-``sqrt(sum_j c_j^2 s_j^2)``, since different pieces are sampled independently. How many pieces ran is in the job's
+``sum_j |c_j| s_j``, the bound the unsplit estimator reports too. How many pieces ran is in the job's
 ``metadata["simulator"]``.
 """
 
@@ -189,9 +189,7 @@ def combine(
                     continue
                 p, r = row_of[label]
                 value = arrays[p][r].reshape(bindings, *extra)
-                per_term[t] += (coeff * coeff) * value**2 if error else coeff * value
-        if error:
-            per_term = np.sqrt(per_term)
+                per_term[t] += abs(coeff) * value if error else coeff * value
         fields[name] = np.asarray(per_term[term_index, binding_index]).reshape(shape + extra)
     # The PUB's metadata is that of its first piece, the same keys as an unsplit PUB's.
     return PubResult(DataBin(**fields, shape=shape), metadata=dict(results[0].metadata))
