@@ -121,8 +121,31 @@ def exact_quarter_turns(circuit: QuantumCircuit) -> QuantumCircuit:
 
 
 def mirror_supports(circuit: QuantumCircuit) -> list[list[int]]:
+    """A few one- and two-qubit Z terms plus Z on every qubit: with every qubit measured, no
+    qubit can be traced out early (qubit_reuse.py), so the group takes the stabilizer method."""
     layout = circuit.layout.final_index_layout()
-    return [[layout[i]] for i in (0, 5, 10)] + [[layout[0], layout[i]] for i in (3, 7, 10)]
+    few = [[layout[i]] for i in (0, 5, 10)] + [[layout[0], layout[i]] for i in (3, 7, 10)]
+    return [*few, [layout[i] for i in range(11)]]
+
+
+def test_mirror_with_few_measured_qubits_runs_exactly() -> None:
+    circuit = isa(mirror(11))
+    layout = circuit.layout.final_index_layout()
+    supports = [[layout[0]], [layout[0], layout[1]]]
+    engine = AerEngine()
+    output = run_estimator(
+        params([(circuit, [z_observable(s) for s in supports])], default_precision=0.015), BACKEND, engine, Defaults()
+    )
+    result = output.result
+    assert isinstance(result, PrimitiveResult)
+    simulator = result.metadata["simulator"]
+    # Few measured qubits: their light cone is narrow late, so the group runs as an exact density
+    # matrix (on its cone, or on reused wires), with nothing approximated.
+    assert simulator["methods"] == {"density_matrix": 1}, simulator
+    assert "approximation" not in simulator and engine.report.log_lines() == []
+    evs, stds = np.asarray(result[0].data.evs), np.asarray(result[0].data.stds)
+    reference = exact_z_expectations(circuit, supports, np.zeros((1, 0)), BACKEND)[0]
+    assert (np.abs(evs - reference) <= 5 * stds).all(), (evs, reference, stds)
 
 
 def test_mirror_clifford_11_qubits_on_stabilizer_matches_full_noise() -> None:
@@ -131,12 +154,6 @@ def test_mirror_clifford_11_qubits_on_stabilizer_matches_full_noise() -> None:
     check_against_density_matrix(exact_quarter_turns(circuit), supports, precision=0.015)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aer.py _stabilizer_group snaps rz angles only for parameterized circuits (bound_circuits); a "
-    "parameter-free ISA circuit keeps angles a few ulps off pi/2 (1.5707963267948957), which Aer's "
-    "stabilizer method rejects ('invalid parameters'), so the job fails",
-)
 def test_mirror_clifford_as_transpiled_runs_on_stabilizer() -> None:
     circuit = isa(mirror(11))
     check_against_density_matrix(circuit, mirror_supports(circuit), precision=0.015)
@@ -213,13 +230,6 @@ def test_kicked_ising_clifford_points_noisy_within_ideal(theta: float) -> None:
         assert ideal == 1.0 and ev > 4 * std  # |0...0> is a fixed point: damped, not lost
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with an ideal (empty) noise model a parameterized circuit that is Clifford at every binding "
-    "is not sent to the stabilizer method: aer.py run_group takes the stabilizer path only when the "
-    "model is noisy, and methods.choose_method tests is_clifford on the unbound circuit, so the "
-    "86-qubit cone of Z62 goes to matrix_product_state and the job fails for memory",
-)
 @pytest.mark.parametrize("theta", [0.0, np.pi / 2])
 def test_kicked_ising_clifford_points_ideal_match_stabilizer_formalism(theta: float) -> None:
     ev, std, ideal = kicked_ising_run(theta, NoiseModel())
