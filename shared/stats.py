@@ -6,8 +6,10 @@ restarts, and any API replica serves the same ones. Nothing here ever reads job 
 dashboard's analytics (``api/dashboard``) are answered from these aggregates alone, so they cost
 the same with 100 or 100,000 jobs stored.
 
-``/metrics`` (``qrs:stats:jobs``): ``finished|{program}|{status}`` (count), ``run|{program}|{le}``
-(cumulative histogram bucket of running time, seconds), ``run_sum|{program}``, ``run_count|{program}``.
+``/metrics`` (``qrs:stats:jobs``): ``finished|{program}|{status}`` (count), ``runb|{program}|{le}``
+(the jobs whose running time fell into that bucket of ``RUN_BUCKETS`` alone: one HINCRBY per job;
+``api/metrics.py`` sums them into Prometheus' cumulative buckets, adding the cumulative
+``run|{program}|{le}`` fields that earlier versions wrote), ``run_sum|{program}``, ``run_count|{program}``.
 
 Dashboard, per *scope* (one instance, and ``all``: every instance; see ``shared/keys.py``):
 
@@ -91,9 +93,8 @@ def record_final(pipe: Pipeline, record: JobRecord) -> None:
     if record.running is None or record.finished is None:
         return  # cancelled before it ran: no running time to observe
     seconds = max(0.0, record.finished - record.running)
-    for bound in RUN_BUCKETS:
-        if seconds <= bound:
-            pipe.hincrby(keys.JOB_STATS, f"run|{program}|{bucket_label(bound)}", 1)
+    bound = next(b for b in RUN_BUCKETS if seconds <= b)
+    pipe.hincrby(keys.JOB_STATS, f"runb|{program}|{bucket_label(bound)}", 1)
     pipe.hincrbyfloat(keys.JOB_STATS, f"run_sum|{program}", seconds)
     pipe.hincrby(keys.JOB_STATS, f"run_count|{program}", 1)
 
