@@ -54,7 +54,6 @@ FINISHED_CHANNEL = f"{PREFIX}finished"
 ENQUEUED_CHANNEL = f"{PREFIX}enqueued"
 WORKERS = f"{PREFIX}workers"
 JOB_STATS = f"{PREFIX}stats:jobs"
-PENDING_PATTERN = f"{PREFIX}pending:*"
 INDEXES = f"{PREFIX}indexes"
 OPEN_SESSIONS = f"{PREFIX}sessions:open"
 # Pub/sub channel of job state changes (JSON: id, instance, backend, program, status, times).
