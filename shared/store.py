@@ -141,6 +141,11 @@ class JobStore:
         raw = await self.redis.get(keys.job(job_id))
         return None if raw is None else _decode_record(raw)
 
+    async def load(self, job_id: str) -> tuple[JobRecord | None, bytes | None]:
+        """The job's record and params in one round trip (what a worker needs to run it)."""
+        raw, params = await self.redis.mget([keys.job(job_id), keys.job_params(job_id)])
+        return (None if raw is None else _decode_record(raw)), params
+
     async def params(self, job_id: str) -> bytes | None:
         raw: bytes | None = await self.redis.get(keys.job_params(job_id))
         return raw
