@@ -73,21 +73,27 @@ async def _pending_records(redis: Redis, backends: Iterable[str]) -> list[JobRec
 def _finished_families(raw: dict[str, str]) -> Iterable[Metric]:
     finished = CounterMetricFamily("qrs_jobs_finished", "Jobs that reached a final state.", labels=["state", "program"])
     run = HistogramMetricFamily("qrs_job_run_seconds", "Running time of finished jobs.", labels=["program"])
-    buckets: dict[str, dict[str, float]] = {}
+    cumulative: dict[str, dict[str, float]] = {}  # run|: written cumulatively by earlier versions
+    single: dict[str, dict[str, float]] = {}  # runb|: one bucket per job, summed here
     sums: dict[str, float] = {}
     for field, value in sorted(raw.items()):
         kind, _, rest = field.partition("|")
         if kind == "finished":
             program, _, state = rest.partition("|")
             finished.add_metric([state, program], float(value))
-        elif kind == "run":
-            program, _, le = rest.partition("|")
-            buckets.setdefault(program, {})[le] = float(value)
+        elif kind in ("run", "runb"):
+            program, _, le = rest.rpartition("|")
+            (cumulative if kind == "run" else single).setdefault(program, {})[le] = float(value)
         elif kind == "run_sum":
             sums[rest] = float(value)
-    for program, counts in sorted(buckets.items()):
-        # Stored cumulatively already; a bucket no job fell into has no field yet.
-        series = [(stats.bucket_label(b), counts.get(stats.bucket_label(b), 0.0)) for b in stats.RUN_BUCKETS]
+    for program in sorted(cumulative.keys() | single.keys()):
+        # A bucket no job fell into has no field yet.
+        old, new, below = cumulative.get(program, {}), single.get(program, {}), 0.0
+        series = []
+        for bound in stats.RUN_BUCKETS:
+            label = stats.bucket_label(bound)
+            below += new.get(label, 0.0)
+            series.append((label, old.get(label, 0.0) + below))
         run.add_metric([program], series, sums.get(program, 0.0))
     return [finished, run]
 

@@ -19,8 +19,7 @@ The tree::
     ├── RequestTimeout (408 request_timeout)
     ├── PayloadTooLarge (413 payload_too_large)
     ├── UriTooLong (414 uri_too_long)
-    ├── HeadersTooLarge (431 request_header_fields_too_large)
-    └── Unprocessable (422 unprocessable_entity)
+    └── HeadersTooLarge (431 request_header_fields_too_large)
 
 Only client mistakes are ``ApiError``s. Anything else is a server fault and answers 500 in the
 same format, without a traceback.
@@ -118,8 +117,3 @@ class HeadersTooLarge(ApiError):
 
     status_code = 431
     code = "request_header_fields_too_large"
-
-
-class Unprocessable(ApiError):
-    status_code = 422
-    code = "unprocessable_entity"

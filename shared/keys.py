@@ -31,7 +31,7 @@ qrs:worker:{id}                 string  WorkerInfo (msgspec JSON), expires when 
 qrs:stats:jobs                  hash    counters of finished jobs and duration histogram buckets
 qrs:sweep-lock                  string  held by the worker running the orphan sweep (one lease)
 qrs:job-events                  channel one JSON object per job state change (shared/stats.py)
-qrs:dash:{scope}:now            hash    jobs per state (and per backend and state) of a scope:
+qrs:dash:{scope}:now            hash    jobs per backend and state of a scope (totals summed when read):
                                         an instance, or ``all`` (shared/stats.py)
 qrs:dash:{scope}:hour:{YYYYMMDDHH} hash per-hour counters of a scope (8 days)
 qrs:dash:{scope}:day:{YYYYMMDD} hash    per-day counters and wait/run histograms of a scope (400 days)
@@ -54,7 +54,6 @@ FINISHED_CHANNEL = f"{PREFIX}finished"
 ENQUEUED_CHANNEL = f"{PREFIX}enqueued"
 WORKERS = f"{PREFIX}workers"
 JOB_STATS = f"{PREFIX}stats:jobs"
-PENDING_PATTERN = f"{PREFIX}pending:*"
 INDEXES = f"{PREFIX}indexes"
 OPEN_SESSIONS = f"{PREFIX}sessions:open"
 # Pub/sub channel of job state changes (JSON: id, instance, backend, program, status, times).

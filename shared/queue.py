@@ -86,17 +86,26 @@ async def enqueue_run(pool: ArqRedis, queue_name: str, job_id: str, attempts: in
 
 
 def queue_commands(pipe: Any, queue_name: str, job_id: str, serializer: Serializer | None = None) -> None:
-    """Queue on ``pipe`` (a MULTI) what ``enqueue_job(RUN_JOB, job_id, _job_id=job_id)`` writes.
+    """Queue on ``pipe`` (a MULTI) what ``enqueue_job(RUN_JOB, job_id, _job_id=job_id)`` writes,
+    and ring the workers' doorbell (published when the transaction commits).
 
     arq's job key (``arq:job:{id}``, serialized with arq's own :func:`arq.jobs.serialize_job`
     and the pool's serializer) and the entry of ``queue_name``, scored by the enqueue time in
     milliseconds as arq does. Unlike ``enqueue_job`` the job key gets no expiry: arq deletes it
     when the job ends, and a live job's keys never expire, so an eviction policy limited to
     keys with a TTL (docs/deployment.md, "Retention") can never drop a queued job.
+
+    Why not ``ArqRedis.enqueue_job`` itself: it runs its own WATCH/MULTI transaction on its own
+    connection (three round trips: WATCH, the EXISTS of the job and result keys, then MULTI),
+    so the queue entry could not be written in the transaction that stores the job's record,
+    and it always gives the job key an expiry. The job key's format stays arq's: it is made by
+    arq's own serializer.
     """
     now_ms = timestamp_ms()
     pipe.set(job_key_prefix + job_id, serialize_job(RUN_JOB, (job_id,), {}, None, now_ms, serializer=serializer))
     pipe.zadd(queue_name, {job_id: now_ms})
+    # An idle worker starts now, not at its next poll (worker/doorbell.py).
+    pipe.publish(keys.ENQUEUED_CHANNEL, queue_name)
 
 
 async def ring_doorbell(pool: ArqRedis, queue_name: str) -> None:

@@ -33,12 +33,14 @@ from collections.abc import Callable
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from qiskit_runtime_server.shared import job_index, keys
 from qiskit_runtime_server.shared.errors import Conflict, SessionNotFound
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus, iso
 from qiskit_runtime_server.shared.store import Guard, JobStore
+from qiskit_runtime_server.shared.transactions import transact
 
 logger = logging.getLogger("qrs.sessions")
 
@@ -233,36 +235,31 @@ class SessionStore:
     async def _change(
         self, session_id: str, change: Callable[[SessionRecord], SessionRecord | None]
     ) -> tuple[SessionRecord, bool] | None:
-        """Apply ``change`` to the stored record under WATCH/MULTI, retrying on conflict.
+        """Apply ``change`` to the stored record under WATCH/MULTI (:func:`transact`).
 
         ``change`` returns the new record, or ``None`` to keep the current one. Returns the
         record as stored afterwards and whether this call wrote it; ``None`` if the session is gone.
         A record that becomes closed leaves the open-session registry and gets its time to live.
         """
         key = keys.session(session_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        return None
-                    old = _decode(raw)
-                    new = change(old)
-                    if new is None:
-                        return old, False
-                    pipe.multi()
-                    retention = self.jobs.retention
-                    if new.closed_at is not None and retention > 0:
-                        pipe.set(key, _encode(new), ex=max(1, int(retention)))
-                    else:
-                        pipe.set(key, _encode(new), keepttl=True)
-                    if new.closed_at is not None:
-                        pipe.zrem(keys.OPEN_SESSIONS, session_id)
-                    await pipe.execute()
-                    return new, True
-                except WatchError:
-                    continue
+
+        def write(pipe: Pipeline, raw: bytes | None) -> tuple[SessionRecord, bool] | None:
+            if raw is None:
+                return None
+            old = _decode(raw)
+            new = change(old)
+            if new is None:
+                return old, False
+            retention = self.jobs.retention
+            if new.closed_at is not None and retention > 0:
+                pipe.set(key, _encode(new), ex=max(1, int(retention)))
+            else:
+                pipe.set(key, _encode(new), keepttl=True)
+            if new.closed_at is not None:
+                pipe.zrem(keys.OPEN_SESSIONS, session_id)
+            return new, True
+
+        return await transact(self.redis, key, write)
 
     async def set_accepting(self, record: SessionRecord, accepting: bool) -> SessionRecord:
         """``PATCH /sessions/{id}``: stop (or resume) accepting jobs; a closed session stays closed."""

@@ -6,18 +6,23 @@ restarts, and any API replica serves the same ones. Nothing here ever reads job 
 dashboard's analytics (``api/dashboard``) are answered from these aggregates alone, so they cost
 the same with 100 or 100,000 jobs stored.
 
-``/metrics`` (``qrs:stats:jobs``): ``finished|{program}|{status}`` (count), ``run|{program}|{le}``
-(cumulative histogram bucket of running time, seconds), ``run_sum|{program}``, ``run_count|{program}``.
+``/metrics`` (``qrs:stats:jobs``): ``finished|{program}|{status}`` (count), ``runb|{program}|{le}``
+(the jobs whose running time fell into that bucket of ``RUN_BUCKETS`` alone: one HINCRBY per job;
+``api/metrics.py`` sums them into Prometheus' cumulative buckets, adding the cumulative
+``run|{program}|{le}`` fields that earlier versions wrote), ``run_sum|{program}``, ``run_count|{program}``.
 
 Dashboard, per *scope* (one instance, and ``all``: every instance; see ``shared/keys.py``):
 
-* ``now`` hash: ``state|{status}`` and ``backend|{backend}|{status}``: jobs that are in that state
+* ``now`` hash: ``backend|{backend}|{status}``: jobs that are in that state
   (final states: jobs that ended so, kept while their record is; ``delete`` takes them off).
-* ``hour:{YYYYMMDDHH}`` and ``day:{YYYYMMDD}`` hashes (UTC): ``created``, ``created|{b}``,
-  ``final|{status}``, ``final|{b}|{status}``, ``run_s|{b}`` (seconds of running of the jobs that
+* ``hour:{YYYYMMDDHH}`` and ``day:{YYYYMMDD}`` hashes (UTC): ``created|{b}``,
+  ``final|{b}|{status}``, ``run_s|{b}`` (seconds of running of the jobs that
   ended), ``wait_s|{b}`` / ``waited|{b}`` (queue wait of the jobs that started), and in the day
   hash only the log-spaced histograms ``wh|{b}|{i}`` (wait) and ``rh|{b}|{i}`` (run) and, for
   ``all``, ``worker_s|{worker}``. A job counts in the bucket of the moment of its change.
+  Totals over backends (``state|{status}``, ``created``, ``final|{status}``) are not stored
+  (one write less per scope and change): the readers add them up from the per-backend fields
+  (:func:`with_totals`), and ignore the stored totals that earlier versions also wrote.
 * ``status:{status}`` and ``status:{status}:{backend}`` zsets: the scope's job ids in that state
   (on that backend): the dashboard's state filter, and state + backend in one set.
 
@@ -91,9 +96,8 @@ def record_final(pipe: Pipeline, record: JobRecord) -> None:
     if record.running is None or record.finished is None:
         return  # cancelled before it ran: no running time to observe
     seconds = max(0.0, record.finished - record.running)
-    for bound in RUN_BUCKETS:
-        if seconds <= bound:
-            pipe.hincrby(keys.JOB_STATS, f"run|{program}|{bucket_label(bound)}", 1)
+    bound = next(b for b in RUN_BUCKETS if seconds <= b)
+    pipe.hincrby(keys.JOB_STATS, f"runb|{program}|{bucket_label(bound)}", 1)
     pipe.hincrbyfloat(keys.JOB_STATS, f"run_sum|{program}", seconds)
     pipe.hincrby(keys.JOB_STATS, f"run_count|{program}", 1)
 
@@ -153,9 +157,8 @@ def record_created(pipe: Pipeline, record: JobRecord) -> None:
         pipe.zadd(key, {record.id: record.created})
     _register(pipe, all_keys + status_keys, record.created)
     for scope in _scopes(record):
-        pipe.hincrby(keys.dash_now(scope), f"state|{record.status.value}", 1)
         pipe.hincrby(keys.dash_now(scope), f"backend|{record.backend}|{record.status.value}", 1)
-    _bump(pipe, record, record.created, {"created": 1, f"created|{record.backend}": 1}, {})
+    _bump(pipe, record, record.created, {f"created|{record.backend}": 1}, {})
     _event(pipe, record)
 
 
@@ -176,9 +179,7 @@ def record_change(pipe: Pipeline, old: JobRecord, new: JobRecord, now: float | N
             pipe.zrem(keys.dash_status(scope, old.status.value, on), new.id)
             pipe.zadd(keys.dash_status(scope, new.status.value, on), {new.id: new.created})
             moved.append(keys.dash_status(scope, new.status.value, on))
-        pipe.hincrby(keys.dash_now(scope), f"state|{old.status.value}", -1)
         pipe.hincrby(keys.dash_now(scope), f"backend|{backend}|{old.status.value}", -1)
-        pipe.hincrby(keys.dash_now(scope), f"state|{new.status.value}", 1)
         pipe.hincrby(keys.dash_now(scope), f"backend|{backend}|{new.status.value}", 1)
     _register(pipe, moved, new.created)
     fields: dict[str, float] = {}
@@ -188,7 +189,7 @@ def record_change(pipe: Pipeline, old: JobRecord, new: JobRecord, now: float | N
         fields.update({f"wait_s|{backend}": wait, f"waited|{backend}": 1})
         day_only[f"wh|{backend}|{h_index(wait)}"] = 1
     if new.status.final:
-        fields.update({f"final|{new.status.value}": 1, f"final|{backend}|{new.status.value}": 1})
+        fields[f"final|{backend}|{new.status.value}"] = 1
         if new.running is not None:
             run = max(0.0, (new.finished or now) - new.running)
             fields[f"run_s|{backend}"] = run
@@ -219,7 +220,6 @@ def record_deleted(pipe: Pipeline, record: JobRecord) -> None:
     for scope in _scopes(record):
         pipe.zrem(keys.dash_status(scope, record.status.value), record.id)
         pipe.zrem(keys.dash_status(scope, record.status.value, record.backend), record.id)
-        pipe.hincrby(keys.dash_now(scope), f"state|{record.status.value}", -1)
         pipe.hincrby(keys.dash_now(scope), f"backend|{record.backend}|{record.status.value}", -1)
 
 
@@ -236,6 +236,29 @@ def _merge(hashes: Iterable[dict[Any, Any]]) -> dict[str, float]:
         for field, value in item.items():
             name = _text(field)
             out[name] = out.get(name, 0.0) + float(value)
+    return with_totals(out)
+
+
+def _is_total(name: str) -> bool:
+    return name == "created" or name.startswith("state|") or (name.startswith("final|") and name.count("|") == 1)
+
+
+def with_totals(fields: dict[str, float]) -> dict[str, float]:
+    """``fields`` with the totals over backends added up: ``state|{s}`` from ``backend|{b}|{s}``,
+    ``created`` from ``created|{b}`` and ``final|{s}`` from ``final|{b}|{s}`` (stored totals, which
+    earlier versions wrote next to the per-backend fields, are replaced)."""
+    out = {name: value for name, value in fields.items() if not _is_total(name)}
+    for name, value in list(out.items()):
+        parts = name.split("|")
+        if len(parts) == 3 and parts[0] == "backend":
+            total = f"state|{parts[2]}"
+        elif len(parts) == 2 and parts[0] == "created":
+            total = "created"
+        elif len(parts) == 3 and parts[0] == "final":
+            total = f"final|{parts[2]}"
+        else:
+            continue
+        out[total] = out.get(total, 0.0) + value
     return out
 
 

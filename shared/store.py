@@ -24,11 +24,11 @@ from typing import TypeVar, cast
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
 from qiskit_runtime_server.shared import job_index, keys, stats
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus
 from qiskit_runtime_server.shared.queue import queue_commands
+from qiskit_runtime_server.shared.transactions import transact
 
 _T = TypeVar("_T")
 
@@ -123,28 +123,28 @@ class JobStore:
                 reply was lost for longer than the connection retries).
             Exception: whatever ``guard.check`` raises; nothing was stored.
         """
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    if guard is not None:
-                        await pipe.watch(guard.key)
-                        guard.check(await pipe.get(guard.key))
-                        pipe.multi()
-                    pipe.set(keys.job(record.id), _encode(record))
-                    pipe.set(keys.job_params(record.id), params)
-                    job_index.add_commands(pipe, record)
-                    stats.record_created(pipe, record)
-                    pipe.sadd(keys.pending(record.backend), record.id)
-                    if queue_name is not None:
-                        queue_commands(pipe, queue_name, record.id, getattr(self.redis, "job_serializer", None))
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
+
+        def write(pipe: Pipeline, guarded: bytes | None) -> None:
+            if guard is not None:
+                guard.check(guarded)
+            pipe.set(keys.job(record.id), _encode(record))
+            pipe.set(keys.job_params(record.id), params)
+            job_index.add_commands(pipe, record)
+            stats.record_created(pipe, record)
+            pipe.sadd(keys.pending(record.backend), record.id)
+            if queue_name is not None:
+                queue_commands(pipe, queue_name, record.id, getattr(self.redis, "job_serializer", None))
+
+        await transact(self.redis, None if guard is None else guard.key, write)
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.get(keys.job(job_id))
         return None if raw is None else _decode_record(raw)
+
+    async def load(self, job_id: str) -> tuple[JobRecord | None, bytes | None]:
+        """The job's record and params in one round trip (what a worker needs to run it)."""
+        raw, params = await self.redis.mget([keys.job(job_id), keys.job_params(job_id)])
+        return (None if raw is None else _decode_record(raw)), params
 
     async def params(self, job_id: str) -> bytes | None:
         raw: bytes | None = await self.redis.get(keys.job_params(job_id))
@@ -241,28 +241,16 @@ class JobStore:
         return await self._transact(job_id, write)
 
     async def _transact(self, job_id: str, write: Callable[[Pipeline, JobRecord], _T | None]) -> _T | None:
-        """Run ``write`` on the job's current record inside WATCH/MULTI/EXEC, retrying on conflict.
+        """Run ``write`` on the job's current record inside WATCH/MULTI/EXEC (:func:`transact`).
 
         ``write`` queues its commands (the pipeline is already in MULTI) and returns what to hand
         back, or ``None`` to write nothing. ``None`` also when the job does not exist.
         """
-        key = keys.job(job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        return None
-                    record = _decode_record(raw)
-                    pipe.multi()
-                    outcome = write(pipe, record)
-                    if outcome is None:
-                        return None  # leaving the block resets the pipeline: nothing is sent
-                    await pipe.execute()
-                    return outcome
-                except WatchError:
-                    continue
+
+        def attempt(pipe: Pipeline, raw: bytes | None) -> _T | None:
+            return None if raw is None else write(pipe, _decode_record(raw))
+
+        return await transact(self.redis, keys.job(job_id), attempt)
 
     async def start(self, job_id: str, worker_id: str, attempt: int, log: Sequence[str] = ()) -> JobRecord | None:
         """Move a job to ``Running`` on ``worker_id`` (appending ``log``); ``None`` if final or gone.

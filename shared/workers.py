@@ -44,8 +44,12 @@ _decode_info = msgspec.json.Decoder(WorkerInfo).decode
 
 
 async def publish(redis: Redis, info: WorkerInfo, ttl: float) -> None:
-    """Write ``info`` with a time to live of ``ttl`` seconds and index it."""
-    async with redis.pipeline(transaction=True) as pipe:
+    """Write ``info`` with a time to live of ``ttl`` seconds and index it (one round trip).
+
+    No MULTI: readers (:func:`live_workers`) already take an index entry without its record
+    as a worker gone, and the record is the same entry written again.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.set(keys.worker(info.id), _encode(info), px=max(1, int(ttl * 1000)))
         pipe.zadd(keys.WORKERS, {info.id: info.heartbeat})
         await pipe.execute()

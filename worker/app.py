@@ -133,7 +133,7 @@ class QrsWorker(Worker):
         if self.on_shutdown:
             await self.on_shutdown(self.ctx)
         if self.owns_pool:
-            await self.pool.close(close_connection_pool=True)
+            await self.pool.aclose(close_connection_pool=True)
         self._pool = None
 
 
@@ -209,15 +209,18 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False, 
     async def end_of_job(ctx: dict[str, Any]) -> None:
         job_id = ctx["job_id"]
         await leases.release(job_id)
-        try:
-            # Still Running on this worker: the task ended without a final state, so arq keeps
-            # the job queued (SIGTERM hand-back, a retry) or the orphan sweep queues it again.
-            handed_back = await ctx["store"].requeue(
-                job_id, worker_id, log=[f"{_now()} WARNING job {job_id} handed back to the queue by worker {worker_id}"]
-            )
-        except RedisError as exc:
-            logger.warning("could not mark job %s queued again: %s", job_id, exc)
-            handed_back = None
+        handed_back = None
+        if not ctx.get("settled"):  # run_job made the job final or found it not ours: nothing to hand back
+            try:
+                # Still Running on this worker: the task ended without a final state, so arq keeps
+                # the job queued (SIGTERM hand-back, a retry) or the orphan sweep queues it again.
+                handed_back = await ctx["store"].requeue(
+                    job_id,
+                    worker_id,
+                    log=[f"{_now()} WARNING job {job_id} handed back to the queue by worker {worker_id}"],
+                )
+            except RedisError as exc:
+                logger.warning("could not mark job %s queued again: %s", job_id, exc)
         # Not a job done: handed back until its session's turn (worker/tasks.py), or forwarded
         # to its device class's queue (shared/routing.py).
         if handed_back is None and not ctx.get("waiting_turn") and job_id not in forwarded:

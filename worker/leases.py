@@ -61,6 +61,9 @@ class LeaseKeeper:
         key = in_progress_key_prefix + job_id
         ms = int(self.lease * 1000)
         while True:
+            # arq's claim has just given the key one lease (``in_progress_timeout_s``): the
+            # first renewal is due a third of a lease later, not at once.
+            await asyncio.sleep(self.lease / 3)
             try:
                 renewed = await self.redis.pexpire(key, ms)
                 if not renewed and not await self.redis.set(key, self.worker_id, px=ms, nx=True):
@@ -74,4 +77,3 @@ class LeaseKeeper:
                     )
             except RedisError as exc:
                 logger.warning("could not renew the lease of job %s: %s", job_id, exc, extra={"job_id": job_id})
-            await asyncio.sleep(self.lease / 3)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from arq import Retry
 from arq.constants import retry_key_prefix
@@ -49,13 +50,84 @@ class WorkerContext(TypedDict):
     settings: Settings
     worker_id: str
     waiting_turn: NotRequired[bool]
+    settled: NotRequired[bool]  # the job needs no hand-back at its end (final, or another worker's)
     router: NotRequired[Router]
     forwarded: NotRequired[set[str]]
     fenced: NotRequired[set[str]]  # jobs whose late result was refused (worker/app.py skips arq's cleanup)
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended, as :meth:`JobStore.finish` records it: final state, result text, the
+    record's extra fields (``reason``, ``quantum_seconds``...) and the job's log lines."""
+
+    status: JobStatus
+    result: bytes
+    fields: dict[str, object] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+
+def _gave_up(settings: Settings) -> Ending:
+    return Ending(
+        JobStatus.FAILED,
+        b"The job was interrupted by infrastructure faults too many times.",
+        {
+            "reason": f"The job could not run after {settings.max_attempts} attempts (worker lost).",
+            "reason_code": REASON_INFRASTRUCTURE,
+        },
+        [f"{_now()} ERROR giving up after {settings.max_attempts} attempts"],
+    )
+
+
+def _ran_too_long(limit: float) -> Ending:
+    reason = f"Job ran longer than its maximum execution time of {limit} seconds."
+    return Ending(
+        JobStatus.CANCELLED,
+        reason.encode(),
+        {"reason": reason, "reason_code": REASON_RAN_TOO_LONG},
+        [f"{_now()} ERROR {reason}"],
+    )
+
+
+def _program_error(exc: ProgramError) -> Ending:
+    # Also a simulation process that died running this input (JobCrashed): the same input would
+    # kill the next one, so it is not retried.
+    message = plain_text(str(exc))
+    return Ending(
+        JobStatus.FAILED,
+        f"Error in job execution: {message}".encode(),
+        {"reason": f"Error in job execution: {message}", "reason_code": REASON_EXECUTION_ERROR},
+        [f"{_now()} ERROR {message}"],
+    )
+
+
+def _completed(outcome: Any, job_id: str, worker_id: str, attempt: int) -> Ending:
+    log = [f"{_now()} WARNING {warning}" for warning in outcome.warnings]
+    log.append(
+        f"{_now()} INFO job {job_id} completed on worker {worker_id} (attempt {attempt}): "
+        f"{outcome.num_pubs} PUB(s) in {outcome.quantum_seconds:.3f} s"
+    )
+    fields = {
+        "quantum_seconds": outcome.quantum_seconds,
+        "num_pubs": outcome.num_pubs,
+        "qiskit_version": outcome.qiskit_version,
+        "predicted_seconds": outcome.predicted_seconds,
+    }
+    return Ending(JobStatus.COMPLETED, outcome.result, fields, log)
+
+
+def _settled(ctx: WorkerContext, state: str) -> str:
+    """Mark the job as needing no hand-back check at its end (``worker/app.py``): this task
+    made it final, found it final or gone, or lost it to another worker."""
+    ctx["settled"] = True
+    return state
+
+
 async def run_job(ctx: WorkerContext, job_id: str) -> str:
     """Run runtime job ``job_id`` and record its final state; returns that state's name.
+
+    Every way the run can end is an :class:`Ending` (completed, failed by its input, ran too
+    long, given up after too many attempts), recorded by one fenced :meth:`JobStore.finish`.
 
     Raises:
         arq.Retry: the simulation process could not take the job (not its fault), or an earlier
@@ -63,90 +135,78 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
     """
     store, settings = ctx["store"], ctx["settings"]
     attempt = int(ctx.get("job_try", 1))  # type: ignore[call-overload]
-    record = await store.get(job_id)
+    record, params = await store.load(job_id)
     if record is None or record.status.final:
-        return "skipped"
+        return _settled(ctx, "skipped")
+    claim: Claim | None = None
     if attempt > settings.max_attempts:
-        await store.finish(
-            job_id,
-            JobStatus.FAILED,
-            b"The job was interrupted by infrastructure faults too many times.",
-            reason=f"The job could not run after {settings.max_attempts} attempts (worker lost).",
-            reason_code=REASON_INFRASTRUCTURE,
-            log=[f"{_now()} ERROR giving up after {settings.max_attempts} attempts"],
+        ending = _gave_up(settings)
+    else:
+        turn = await check_turn(store, record)
+        if turn is Turn.SKIP:
+            return _settled(ctx, "skipped")
+        if turn is Turn.WAIT:
+            # Hand the job back, deferred, instead of holding this worker until its turn. arq counts
+            # every start as a try (INCR of its retry key); a wait is not an attempt, so undo that.
+            await store.redis.decr(retry_key_prefix + job_id)
+            enqueued = ctx.get("enqueue_time")
+            waited = (datetime.now(UTC) - enqueued).total_seconds() if isinstance(enqueued, datetime) else 0.0
+            ctx["waiting_turn"] = True  # for the job_end hook: not a job done
+            raise Retry(defer=recheck_delay(waited))
+        if await _forwarded_to_gpu(ctx, job_id, record.program_id, record.backend, params):
+            return "forwarded"
+        started = (
+            f"{_now()} INFO job {job_id} started on worker {ctx['worker_id']} (attempt {attempt}): "
+            f"program {record.program_id}, backend {record.backend}, device {settings.device}"
         )
-        return JobStatus.FAILED.value
-    turn = await check_turn(store, record)
-    if turn is Turn.SKIP:
-        return "skipped"
-    if turn is Turn.WAIT:
-        # Hand the job back, deferred, instead of holding this worker until its turn. arq counts
-        # every start as a try (INCR of its retry key); a wait is not an attempt, so undo that.
-        await store.redis.decr(retry_key_prefix + job_id)
-        enqueued = ctx.get("enqueue_time")
-        waited = (datetime.now(UTC) - enqueued).total_seconds() if isinstance(enqueued, datetime) else 0.0
-        ctx["waiting_turn"] = True  # for the job_end hook: not a job done
-        raise Retry(defer=recheck_delay(waited))
-    if await _forwarded_to_gpu(ctx, job_id, record.program_id, record.backend):
-        return "forwarded"
-    started = (
-        f"{_now()} INFO job {job_id} started on worker {ctx['worker_id']} (attempt {attempt}): "
-        f"program {record.program_id}, backend {record.backend}, device {settings.device}"
-    )
-    record = await store.start(job_id, ctx["worker_id"], attempt, log=[started])
-    if record is None:
-        return "skipped"
-    claim = Claim(ctx["worker_id"], attempt)
-    params = await store.params(job_id) or b"{}"
-    request = ExecutionRequest(
+        record = await store.start(job_id, ctx["worker_id"], attempt, log=[started])
+        if record is None:
+            return _settled(ctx, "skipped")
+        claim = Claim(ctx["worker_id"], attempt)
+        cap = _prediction_cap(record.cost, settings)
+        request = _request(job_id, record.program_id, record.backend, params, settings, max_seconds=cap)
+        limit = min(record.cost or settings.max_execution_time, settings.max_execution_time)
+        ended = await _run(ctx, request, limit)
+        if ended is None:
+            return "stopped"
+        ending = ended if isinstance(ended, Ending) else _completed(ended, job_id, ctx["worker_id"], attempt)
+    if not await finish_fenced(store, claim, job_id, ending.status, ending.result, log=ending.log, **ending.fields):
+        ctx.get("fenced", set()).add(job_id)
+        return _settled(ctx, "fenced")
+    return _settled(ctx, ending.status.value)
+
+
+def _request(
+    job_id: str, program_id: str, backend: str, params: bytes | None, settings: Settings, **extra: Any
+) -> ExecutionRequest:
+    return ExecutionRequest(
         job_id=job_id,
-        program_id=record.program_id,
-        backend=record.backend,
-        params=params,
+        program_id=program_id,
+        backend=backend,
+        params=params or b"{}",
         device=settings.device,
         defaults=Defaults(settings.default_shots, settings.default_precision, settings.max_shots),
         limits=settings.job_limits,
-        max_seconds=_prediction_cap(record.cost, settings),
+        **extra,
     )
-    limit = min(record.cost or settings.max_execution_time, settings.max_execution_time)
-    runner = ctx["runner"]
+
+
+async def _run(ctx: WorkerContext, request: ExecutionRequest, limit: int) -> Any:
+    """Run ``request`` in the simulation process, stopped when the job is cancelled.
+
+    Returns the program's outcome, the :class:`Ending` of a run that failed or ran too long, or
+    ``None`` when the run was stopped on purpose (the job was cancelled or deleted meanwhile).
+    """
+    store, runner = ctx["store"], ctx["runner"]
     try:
-        outcome = await asyncio.wait_for(run_unless_cancelled(runner, request, store, job_id), timeout=limit)
+        return await asyncio.wait_for(run_unless_cancelled(runner, request, store, request.job_id), timeout=limit)
     except TimeoutError:
         await runner.stop()
-        reason = f"Job ran longer than its maximum execution time of {limit} seconds."
-        if not await finish_fenced(
-            store,
-            claim,
-            job_id,
-            JobStatus.CANCELLED,
-            reason.encode(),
-            reason=reason,
-            reason_code=REASON_RAN_TOO_LONG,
-            log=[f"{_now()} ERROR {reason}"],
-        ):
-            ctx.get("fenced", set()).add(job_id)
-            return "fenced"
-        return JobStatus.CANCELLED.value
+        return _ran_too_long(limit)
     except ProgramError as exc:
-        # Also a simulation process that died running this input (JobCrashed): the same input
-        # would kill the next one, so it is not retried.
-        message = plain_text(str(exc))
-        if not await finish_fenced(
-            store,
-            claim,
-            job_id,
-            JobStatus.FAILED,
-            f"Error in job execution: {message}".encode(),
-            reason=f"Error in job execution: {message}",
-            reason_code=REASON_EXECUTION_ERROR,
-            log=[f"{_now()} ERROR {message}"],
-        ):
-            ctx.get("fenced", set()).add(job_id)
-            return "fenced"
-        return JobStatus.FAILED.value
+        return _program_error(exc)
     except RunnerStopped:
-        return "stopped"
+        return None
     except asyncio.CancelledError:
         # arq cancels the task on shutdown and hands the job back to the queue; stop the
         # simulation too, or it would keep the CPU/GPU busy for a job that will run elsewhere.
@@ -154,28 +214,8 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
         raise
     except RunnerCrashed as exc:
         # The process died before it took the job: not the input's doing.
-        await store.log(job_id, f"{_now()} WARNING {exc} before the job started; the job will be retried")
+        await store.log(request.job_id, f"{_now()} WARNING {exc} before the job started; the job will be retried")
         raise Retry(defer=1) from exc
-    log = [f"{_now()} WARNING {warning}" for warning in outcome.warnings]
-    log.append(
-        f"{_now()} INFO job {job_id} completed on worker {ctx['worker_id']} (attempt {attempt}): "
-        f"{outcome.num_pubs} PUB(s) in {outcome.quantum_seconds:.3f} s"
-    )
-    if not await finish_fenced(
-        store,
-        claim,
-        job_id,
-        JobStatus.COMPLETED,
-        outcome.result,
-        quantum_seconds=outcome.quantum_seconds,
-        num_pubs=outcome.num_pubs,
-        qiskit_version=outcome.qiskit_version,
-        predicted_seconds=outcome.predicted_seconds,
-        log=log,
-    ):
-        ctx.get("fenced", set()).add(job_id)
-        return "fenced"
-    return JobStatus.COMPLETED.value
 
 
 def _prediction_cap(cost: int | None, settings: Settings) -> float:
@@ -188,7 +228,9 @@ def _prediction_cap(cost: int | None, settings: Settings) -> float:
     return min(limits)
 
 
-async def _forwarded_to_gpu(ctx: WorkerContext, job_id: str, program_id: str, backend: str) -> bool:
+async def _forwarded_to_gpu(
+    ctx: WorkerContext, job_id: str, program_id: str, backend: str, params: bytes | None
+) -> bool:
     """On a CPU-class worker while a GPU-class one is live: classify the job in the simulation
     process and, when it is GPU-class, mark it for the GPU queue (moved when arq ends this run,
     ``QrsWorker.finish_job``). A job that cannot be classified runs here (its run reports why)."""
@@ -196,16 +238,7 @@ async def _forwarded_to_gpu(ctx: WorkerContext, job_id: str, program_id: str, ba
     if router is None or forwarded is None or not await router.should_classify():
         return False
     store, settings = ctx["store"], ctx["settings"]
-    request = ExecutionRequest(
-        job_id=job_id,
-        program_id=program_id,
-        backend=backend,
-        params=await store.params(job_id) or b"{}",
-        device=settings.device,
-        defaults=Defaults(settings.default_shots, settings.default_precision, settings.max_shots),
-        limits=settings.job_limits,
-        classify=True,
-    )
+    request = _request(job_id, program_id, backend, params, settings, classify=True)
     try:
         outcome = await ctx["runner"].run(request)
     except Exception as exc:  # any failure: the real run decides and reports it
@@ -220,9 +253,11 @@ async def _forwarded_to_gpu(ctx: WorkerContext, job_id: str, program_id: str, ba
 
 
 async def finish_fenced(
-    store: JobStore, claim: Claim, job_id: str, status: JobStatus, result: bytes, **kw: object
+    store: JobStore, claim: Claim | None, job_id: str, status: JobStatus, result: bytes, **kw: object
 ) -> bool:
     """:meth:`JobStore.finish` for the attempt ``claim``; ``False`` when the write was fenced.
+
+    Without ``claim`` (a job given up before it started) the write is not fenced.
 
     A fenced write (``StaleClaim``: another worker holds the job now) is logged as a warning by
     this worker and as a line in the job's log, so an operator reading either sees that a late

@@ -22,7 +22,6 @@ from qiskit_runtime_server.shared.errors import InvalidRequest, JobNotFound, Not
 from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
 from qiskit_runtime_server.shared.job_limits import check_params
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus, JobSubmission, job_view
-from qiskit_runtime_server.shared.queue import ring_doorbell
 
 PROGRAMS = frozenset({"sampler", "estimator", "executor", "noise-learner"})
 MAX_TAG_LENGTH = 255
@@ -290,8 +289,8 @@ async def create_job(request: Request) -> Response:
     store = app_state(request)["store"]
     # Record, indexes and arq queue entry in one transaction: a failure here leaves nothing
     # that could run after the client re-POSTs (it retries 5xx answers as new jobs).
+    # The transaction also rings the workers' doorbell (shared/queue.py:queue_commands).
     await store.create(record, bytes(submission.params), queue_name=settings.queue_name, guard=guard)
-    await ring_doorbell(app_state(request)["pool"], settings.queue_name)
     answer: dict[str, object] = {"id": record.id, "backend": record.backend}
     if record.session_id:
         answer["session_id"] = record.session_id
