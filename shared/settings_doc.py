@@ -11,6 +11,11 @@ Regenerate the page from the repository root::
 
 Without ``--write`` the page is printed. ``tests/unit/test_configuration_doc.py`` fails while
 the committed page differs from what this prints.
+
+``--env-example`` writes ``.env.example`` instead: every variable of ``docker-compose.yml`` (the
+settings and the compose file's own), each with its documentation and the value the stack uses
+when it is left out, read from the compose file; ``tests/unit/test_deployment_files.py`` checks
+it is current.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import ast
 import inspect
 import re
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +37,33 @@ from qiskit_runtime_server.shared.settings import Settings
 #: Where the page lives, relative to the repository root.
 DOC_PATH = Path("docs") / "configuration.md"
 REGENERATE = "python -m qiskit_runtime_server.shared.settings_doc --write"
+#: The compose stack's variables file and the compose file it is read from.
+ENV_EXAMPLE_PATH = Path(".env.example")
+COMPOSE_PATH = Path("docker-compose.yml")
+REGENERATE_ENV = "python -m qiskit_runtime_server.shared.settings_doc --env-example"
+#: Settings ``docker-compose.yml`` sets itself (or that do not apply there), with why.
+COMPOSE_FIXED = {
+    "QRS_HOST": "0.0.0.0 in the API container; the host side is QRS_PUBLISH_ADDRESS",
+    "QRS_PORT": "8000 in the API container; the host side is QRS_API_PORT",
+    "QRS_DEVICE": "per service: CPU for worker, GPU for worker-gpu0 and worker-gpu1",
+    "QRS_WORKER_ID": "per GPU service; a scaled CPU worker names itself",
+    "QRS_WORKERS": "the all-in-one server's only; compose runs one worker per container",
+}
+#: Variables of ``docker-compose.yml`` itself (not server settings), in the order listed.
+COMPOSE_VARIABLES = {
+    "QRS_PUBLISH_ADDRESS": "Host address the API's port is published on: 127.0.0.1, this machine only, or 0.0.0.0 "
+    "for every interface (then add the names clients use to QRS_ALLOWED_HOSTS and turn access control on, "
+    "docs/security.md).",
+    "QRS_API_PORT": "Host port of the API.",
+    "QRS_API_MEMORY": "Memory limit of the API container.",
+    "QRS_WORKER_MEMORY": "Memory limit of each worker container: at least QRS_JOB_MEMORY_LIMIT plus 1 GiB (the "
+    "worker and its simulation process); a worker warns at start-up when it is less. Raise both together.",
+    "REDIS_MAXMEMORY": "Redis's memory bound; when it is full only finished jobs (keys with a time to live) are "
+    "evicted.",
+    "QRS_CLIENT_VERSION": "The qiskit-ibm-runtime release both images carry (build time; within pyproject.toml's "
+    "range).",
+}
+_COMPOSE_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?-([^}]*))?\}")
 
 _SECTION = re.compile(r"^#\s*==\s*(.+?)\s*==\s*$")
 _TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}
@@ -138,9 +171,10 @@ def render(source: str | None = None) -> str:
         "with the variable's name in the message. API and workers read the same variables; each uses",
         "the ones that concern it. What a client gets past each limit is in [limits.md](limits.md).",
         "",
-        "Compose passes them through from the shell or an `.env` file, and also reads `QRS_API_PORT`",
-        "(host port of the API, default 8000), `REDIS_MAXMEMORY` (default `2gb`) and",
-        "`QRS_CLIENT_VERSION` (the client release both images carry) ([deployment](deployment.md)).",
+        "Compose passes every one through from the shell or an `.env` file (`.env.example` lists them",
+        "with the stack's defaults), and also reads `QRS_PUBLISH_ADDRESS` (default `127.0.0.1`),",
+        "`QRS_API_PORT` (default 8000), `QRS_API_MEMORY`, `QRS_WORKER_MEMORY` (container memory",
+        "limits), `REDIS_MAXMEMORY` and `QRS_CLIENT_VERSION` ([deployment](deployment.md#compose)).",
     ]
     section = None
     for doc in fields(source):
@@ -149,6 +183,47 @@ def render(source: str | None = None) -> str:
             out += ["", f"## {section}", "", "| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
         default = doc.default if doc.default in ("unset", "empty") else f"`{_markdown(doc.default)}`"
         out.append(f"| `{doc.env}` | {doc.type} | {default} | {_markdown(doc.doc)} |")
+    return "\n".join(out) + "\n"
+
+
+def compose_defaults(compose: str) -> dict[str, str]:
+    """Every ``${VAR:-default}`` (or ``${VAR-default}``) of a compose file: name to default."""
+    return {m.group(1): m.group(2) or "" for m in _COMPOSE_VARIABLE.finditer(compose)}
+
+
+def _comment(text: str) -> list[str]:
+    return textwrap.wrap(text.replace("``", "`"), width=100, initial_indent="# ", subsequent_indent="# ")
+
+
+def render_env_example(compose: str) -> str:
+    """The text of ``.env.example`` for the compose file whose text is ``compose``.
+
+    Each variable is a commented-out line with the value the stack uses when it is left out:
+    the compose file's default, else the server's own (empty where the server's is unset).
+    """
+    defaults = compose_defaults(compose)
+    out = [
+        "# Variables of the Docker Compose stack (docker-compose.yml). Copy this file to .env next to it",
+        "# and uncomment what you change. Each line holds the value used when it is left out.",
+        "# docs/deployment.md (Compose) and docs/configuration.md explain them.",
+        "# Generated from shared/settings.py and docker-compose.yml; do not edit. Regenerate with:",
+        f"#   {REGENERATE_ENV}",
+        "",
+        "# == Compose ==",
+    ]
+    for name, text in COMPOSE_VARIABLES.items():
+        out += ["", *_comment(text), f"#{name}={defaults.get(name, '')}"]
+    section = None
+    for doc in fields():
+        if doc.env in COMPOSE_FIXED:
+            continue
+        if doc.section != section:
+            section = doc.section
+            out += ["", f"# == {section} =="]
+        value = defaults.get(doc.env) or ("" if doc.default in ("unset", "empty") else doc.default)
+        out += ["", *_comment(doc.doc), f"#{doc.env}={value}"]
+    out += ["", "# == Set by docker-compose.yml ==", ""]
+    out += [f"# {name}: {why}." for name, why in COMPOSE_FIXED.items()]
     return "\n".join(out) + "\n"
 
 
@@ -161,7 +236,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help=f"write the page (default {DOC_PATH}, relative to the current directory) instead of printing it",
     )
+    parser.add_argument(
+        "--env-example",
+        nargs="?",
+        const=str(ENV_EXAMPLE_PATH),
+        metavar="PATH",
+        help=f"write the compose variables file (default {ENV_EXAMPLE_PATH}) from {COMPOSE_PATH} instead",
+    )
     args = parser.parse_args(argv)
+    if args.env_example is not None:
+        text = render_env_example(COMPOSE_PATH.read_text(encoding="utf-8"))
+        Path(args.env_example).write_text(text, encoding="utf-8")
+        return 0
     text = render()
     if args.write is None:
         sys.stdout.write(text)

@@ -22,6 +22,7 @@ from qiskit_runtime_server.shared.routing import Router, worker_class
 from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.shared.store import JobStore
 from qiskit_runtime_server.worker.doorbell import Doorbell
+from qiskit_runtime_server.worker.embedded import container_memory_mb, container_memory_warning
 from qiskit_runtime_server.worker.heartbeat import Heartbeat, finish_despite_cancellation
 from qiskit_runtime_server.worker.leases import LeaseKeeper
 from qiskit_runtime_server.worker.recovery import OrphanSweeper
@@ -163,6 +164,8 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False, 
     again (``worker/recovery.py``). On SIGTERM it stops taking jobs, lets the running one finish for
     up to ``settings.shutdown_grace`` seconds, then hands it back to the queue and exits.
     """
+    if not embedded and (problem := container_memory_warning(settings.job_memory_limit, container_memory_mb())):
+        logger.warning("%s", problem)
     runner = ProgramRunner(settings.device, settings.preload, settings.job_memory_limit, simulation_threads)
     worker_id = settings.effective_worker_id
     router = Router(pool, settings.queue_name, worker_class(settings.queue_class, settings.device))

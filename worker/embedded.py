@@ -27,6 +27,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -90,6 +91,39 @@ def physical_memory_mb() -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20)
     except (ValueError, OSError, AttributeError):
         return 8 * 1024
+
+
+# What a worker container holds besides one job's memory: the worker process, its simulation
+# process before any job, and the 512 MiB that process may pass the job's cap by before its
+# data-size limit stops it (worker/simulation_process.py). docker-compose.yml and
+# deploy/kubernetes give a worker QRS_JOB_MEMORY_LIMIT plus this.
+WORKER_OVERHEAD_MB = 1024
+
+
+def container_memory_mb() -> int | None:
+    """This process's cgroup memory limit in MiB (a container's ``mem_limit``), or ``None``."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        # "max" (cgroup v2) or a huge number (v1): no limit.
+        return int(text) // 2**20 if text.isdigit() and int(text) < 2**60 else None
+    return None
+
+
+def container_memory_warning(job_memory_limit: int, container_mb: int | None) -> str | None:
+    """Why a ``worker`` with ``QRS_JOB_MEMORY_LIMIT=job_memory_limit`` (0: half the machine)
+    does not fit in a container limited to ``container_mb`` MiB, or ``None`` when it does."""
+    job = job_memory_limit or max(_MIN_BUDGET_MB, physical_memory_mb() // 2)
+    if container_mb is None or job + WORKER_OVERHEAD_MB <= container_mb:
+        return None
+    return (
+        f"one job's memory ({job} MiB, QRS_JOB_MEMORY_LIMIT) plus {WORKER_OVERHEAD_MB} MiB for the worker does "
+        f"not fit in this container's memory limit ({container_mb} MiB): a large job would be killed by the "
+        "kernel instead of failing with a memory error. Raise the container's limit (QRS_WORKER_MEMORY in "
+        "docker-compose.yml) or lower QRS_JOB_MEMORY_LIMIT."
+    )
 
 
 def plan_workers(requested: int, job_memory_limit: int, *, cores: int, memory_mb: int) -> WorkerPlan:

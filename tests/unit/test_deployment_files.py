@@ -18,10 +18,14 @@ import pytest
 import yaml
 
 from qiskit_runtime_server.cli import _parser
-from qiskit_runtime_server.shared.settings import Settings, _env_name
+from qiskit_runtime_server.shared import settings_doc
+from qiskit_runtime_server.shared.backends import default_catalog
+from qiskit_runtime_server.shared.settings import Settings, _env_name, load_settings
+from qiskit_runtime_server.worker.embedded import WORKER_OVERHEAD_MB, container_memory_warning
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
 SETTING_VARIABLES = {_env_name(f) for f in Settings.__struct_fields__}
 GPU_SERVICES = {name: s for name, s in SERVICES.items() if "gpu" in s.get("profiles", [])}
@@ -40,7 +44,8 @@ def test_redis_persists_with_append_only_file_on_a_named_volume() -> None:
 def test_api_waits_for_healthy_redis_and_listens_on_8000() -> None:
     api = SERVICES["api"]
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert api["ports"] == ["${QRS_API_PORT:-8000}:8000"]
+    # Published on this machine only unless QRS_PUBLISH_ADDRESS says otherwise.
+    assert api["ports"] == ["${QRS_PUBLISH_ADDRESS:-127.0.0.1}:${QRS_API_PORT:-8000}:8000"]
     assert api["environment"]["QRS_PORT"] == "8000"
     assert api["build"]["dockerfile"] == "Dockerfile.api"
 
@@ -76,6 +81,93 @@ def test_every_variable_is_a_setting() -> None:
     for name, service in SERVICES.items():
         unknown = set(service.get("environment", {})) - known
         assert not unknown, f"{name}: {unknown}"
+
+
+SERVER_SERVICES = {"api", "worker", *GPU_SERVICES}
+DEFAULT = re.compile(r"\$\{(?P<name>[A-Z][A-Z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+
+
+def test_every_setting_is_reachable_from_the_environment() -> None:
+    """Each setting is passed to the API and every worker as ``${ITSELF...}``, so a shell variable
+    or a line of .env sets it; the few the compose file sets itself are named, with why."""
+    passed = SETTING_VARIABLES - set(settings_doc.COMPOSE_FIXED)
+    assert set(settings_doc.COMPOSE_FIXED) <= SETTING_VARIABLES
+    for name in SERVER_SERVICES:
+        environment = SERVICES[name]["environment"]
+        for variable in passed:
+            match = DEFAULT.fullmatch(str(environment.get(variable)))
+            assert match is not None and match["name"] == variable, f"{name}: {variable} is {environment.get(variable)}"
+        assert not set(environment) & {"QRS_WORKERS"}
+    assert SERVICES["api"]["environment"]["QRS_HOST"] == "0.0.0.0"
+
+
+def test_every_compose_variable_is_a_setting_or_documented() -> None:
+    used = set(settings_doc.compose_defaults(COMPOSE_TEXT))
+    assert used - SETTING_VARIABLES == set(settings_doc.COMPOSE_VARIABLES)
+
+
+def test_default_environment_is_accepted_by_the_server() -> None:
+    """What compose gives a container when nothing is set: empty values mean the server's default."""
+    for name in SERVER_SERVICES:
+        environment = {
+            key: DEFAULT.sub(lambda m: m["default"] or "", str(value))
+            for key, value in SERVICES[name]["environment"].items()
+        }
+        settings = load_settings(environment)
+        assert settings.token_ttl == Settings().token_ttl and settings.log_format == "json"
+        assert settings.job_memory_limit == 4096 and settings.redis_url == "redis://redis:6379/0"
+
+
+def test_env_example_is_current_and_lists_every_variable() -> None:
+    committed = (ROOT / settings_doc.ENV_EXAMPLE_PATH).read_text(encoding="utf-8")
+    assert committed == settings_doc.render_env_example(COMPOSE_TEXT), (
+        f"{settings_doc.ENV_EXAMPLE_PATH} differs from shared/settings.py or docker-compose.yml; regenerate it "
+        f"from the repository root with `{settings_doc.REGENERATE_ENV}` and commit the result."
+    )
+    assigned = dict(re.findall(r"^#([A-Z][A-Z0-9_]*)=(.*)$", committed, flags=re.M))
+    fixed = set(re.findall(r"^# (QRS_[A-Z_]+): ", committed, flags=re.M))
+    assert set(assigned) | fixed == SETTING_VARIABLES | set(settings_doc.COMPOSE_VARIABLES)
+    assert fixed == set(settings_doc.COMPOSE_FIXED)
+    # Uncommenting every line as it stands changes nothing the server would refuse.
+    load_settings({k: v for k, v in assigned.items() if k in SETTING_VARIABLES})
+    assert assigned["QRS_PUBLISH_ADDRESS"] == "127.0.0.1" and assigned["QRS_LOG_FORMAT"] == "json"
+
+
+def test_env_example_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    target = tmp_path / "env"
+    assert settings_doc.main(["--env-example", str(target)]) == 0
+    assert target.read_text(encoding="utf-8") == settings_doc.render_env_example(COMPOSE_TEXT)
+
+
+def _mib(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([mg])", size).groups()  # type: ignore[union-attr]
+    return int(number) * (1024 if unit == "g" else 1)
+
+
+def test_containers_have_memory_limits_that_hold_a_job() -> None:
+    defaults = settings_doc.compose_defaults(COMPOSE_TEXT)
+    job = int(defaults["QRS_JOB_MEMORY_LIMIT"])
+    for name in ("worker", *GPU_SERVICES):
+        assert SERVICES[name]["mem_limit"] == "${QRS_WORKER_MEMORY:-" + defaults["QRS_WORKER_MEMORY"] + "}"
+    assert _mib(defaults["QRS_WORKER_MEMORY"]) >= job + WORKER_OVERHEAD_MB
+    assert SERVICES["api"]["mem_limit"] == "${QRS_API_MEMORY:-" + defaults["QRS_API_MEMORY"] + "}"
+    assert _mib(defaults["QRS_API_MEMORY"]) >= 512
+
+
+def test_worker_warns_when_its_job_does_not_fit_its_container() -> None:
+    assert container_memory_warning(4096, None) is None  # no cgroup limit
+    assert container_memory_warning(4096, 5120) is None
+    problem = container_memory_warning(4096, 4608)
+    assert problem is not None and "QRS_WORKER_MEMORY" in problem and "4096 MiB" in problem
+    assert container_memory_warning(0, 1024) is not None  # unset: half the machine, more than 0 MiB spare
+
+
+def test_preloaded_backends_are_served() -> None:
+    preload = settings_doc.compose_defaults(COMPOSE_TEXT)["QRS_PRELOAD_BACKENDS"].split(",")
+    assert preload and all(name in default_catalog().names() for name in preload)
+    # "${VAR-default}": an empty value in .env turns preloading off.
+    assert "${QRS_PRELOAD_BACKENDS-" in COMPOSE_TEXT
 
 
 def test_compose_config_validates() -> None:

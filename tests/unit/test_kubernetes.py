@@ -102,6 +102,16 @@ def test_every_variable_is_a_server_setting(docs: list[dict[str, Any]]) -> None:
     assert names <= SETTINGS, names - SETTINGS
 
 
+def test_workers_preload_served_backends_like_compose(docs: list[dict[str, Any]]) -> None:
+    from qiskit_runtime_server.shared import settings_doc
+    from qiskit_runtime_server.shared.backends import default_catalog
+
+    preload = by_kind(docs, "ConfigMap")["qrs-config"]["data"]["QRS_PRELOAD_BACKENDS"]
+    compose = (ROOT.parents[1] / "docker-compose.yml").read_text()
+    assert preload == settings_doc.compose_defaults(compose)["QRS_PRELOAD_BACKENDS"]
+    assert all(name in default_catalog().names() for name in preload.split(","))
+
+
 def test_workers_memory_gpu_probes_and_grace(docs: list[dict[str, Any]]) -> None:
     grace_default = Settings().shutdown_grace
     for name, deployment in by_kind(docs, "Deployment").items():
