@@ -1,19 +1,19 @@
-"""Builds the arq ``Worker``: functions, start-up (child runner) and shutdown."""
+"""Builds the arq ``Worker``: functions, start-up (child runner) and shutdown.
+
+The changes to arq's own ``Worker`` are all in ``worker/arq_overrides.py``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import time
 from typing import Any, cast
 
 import msgspec
 from arq import Worker
-from arq.connections import ArqRedis, log_redis_info
+from arq.connections import ArqRedis
 from arq.typing import WorkerCoroutine
 from arq.worker import func
-from redis import exceptions as redis_errors
 from redis.exceptions import RedisError
 
 from qiskit_runtime_server.shared.logs import job_id_var
@@ -21,6 +21,7 @@ from qiskit_runtime_server.shared.queue import RUN_JOB
 from qiskit_runtime_server.shared.routing import Router, worker_class
 from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.shared.store import JobStore
+from qiskit_runtime_server.worker.arq_overrides import QrsWorker
 from qiskit_runtime_server.worker.doorbell import Doorbell
 from qiskit_runtime_server.worker.embedded import container_memory_mb, container_memory_warning
 from qiskit_runtime_server.worker.heartbeat import Heartbeat, finish_despite_cancellation
@@ -30,112 +31,6 @@ from qiskit_runtime_server.worker.runner import ProgramRunner
 from qiskit_runtime_server.worker.tasks import run_job
 
 logger = logging.getLogger("qrs.worker")
-
-
-class QrsWorker(Worker):
-    """arq's ``Worker``, woken by the doorbell and surviving a Redis restart while claiming a job.
-
-    * Its loop sleeps on a :class:`~worker.doorbell.Doorbell` (rung by the API after each
-      enqueue, and locally when a job ends and frees the slot) rather than a fixed poll delay.
-    * The connection retries of ``shared.queue`` cover plain commands and MULTI/EXEC, but a
-      connection lost between WATCH and EXEC raises ``WatchError`` from inside arq's
-      ``start_jobs``, after it counted the job as started; that would end the polling loop (and
-      leave the slot taken). The slot is given back and the job stays queued for the next poll.
-    """
-
-    doorbell: Doorbell | None = None
-    log_redis_info = True
-    # Whether close() closes the Redis pool: the all-in-one server's workers share the API's
-    # pool, which worker/embedded.py closes once all of them are closed.
-    owns_pool = True
-    # Device-class routing (shared/routing.py): arq ids that run_job forwarded to the GPU queue.
-    router: Router | None = None
-    forwarded: set[str]
-
-    async def main(self) -> None:
-        if self.log_redis_info:
-            await log_redis_info(self.pool, logger.info)
-        self.ctx["redis"] = self.pool
-        # Ids of jobs whose result this worker had fenced (worker/tasks.py adds them; the
-        # per-job ctx is a shallow copy, so the set is shared).
-        self.ctx["fenced"] = set()
-        if self.on_startup:
-            await self.on_startup(self.ctx)
-        while True:
-            await self._poll_iteration()
-            if self.doorbell is None:
-                await asyncio.sleep(self.poll_delay_s)
-            else:
-                await self.doorbell.wait(self.poll_delay_s)
-
-    async def _poll_iteration(self) -> None:
-        if self.router is not None and self.job_counter < self.max_jobs:
-            try:
-                await self.router.take_other_work()  # an idle slot takes the other class's work
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-                logger.warning("could not look at the other device class's queue (%s)", exc)
-        try:
-            await super()._poll_iteration()
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            # Redis unreachable past the client's retries (a partition): keep polling instead of
-            # letting arq's loop end the worker; its running job's lease lapses and the job runs
-            # elsewhere, and this worker picks up work again once Redis answers.
-            logger.warning("cannot poll the queue (%s); retrying", exc)
-
-    def _release_sem_dec_counter_on_complete(self) -> None:
-        super()._release_sem_dec_counter_on_complete()
-        if self.doorbell is not None:
-            self.doorbell.ring()  # the slot is free: look for the next queued job now
-
-    async def finish_job(self, job_id: str, finish: bool, *args: Any, **kwargs: Any) -> None:
-        """arq's end-of-job cleanup, replaced in two cases.
-
-        A job forwarded to the GPU-class queue (shared/routing.py) is moved there instead: same
-        job, other queue. A job whose result was fenced is left alone: its queue entry, retry
-        counter and in-progress key belong to the worker that took it over; deleting them would
-        drop that worker's lease and let the orphan sweep queue the job once more with its
-        attempt count reset.
-        """
-        if self.router is not None and job_id in self.forwarded:
-            self.forwarded.discard(job_id)
-            await self.router.forward_to_gpu(job_id)
-            return
-        fenced: set[str] = self.ctx.get("fenced", set())
-        if job_id in fenced:
-            fenced.discard(job_id)
-            return
-        await super().finish_job(job_id, finish, *args, **kwargs)
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        try:
-            await super().start_jobs(job_ids)
-        except (redis_errors.WatchError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            logger.warning("Redis connection lost while claiming a job (%s); retrying", exc)
-            self._release_sem_dec_counter_on_complete()
-
-    async def close(self) -> None:
-        """arq's ``close`` (arq 0.28), also after a job task ended cancelled.
-
-        arq gathers the job tasks, and one cancelled while in arq's shielded ``finish_job``
-        makes that gather raise, skipping the shutdown hook (the worker then stayed listed in
-        ``/workers`` for a lease). Their ends are awaited here without raising.
-        """
-        if not self._handle_signals:
-            self.handle_sig(signal.SIGUSR1)  # embedded: cancel the running job, as arq does
-        if self._pool is None:
-            return
-        if self.tasks:
-            await asyncio.wait(list(self.tasks.values()))
-            for task in self.tasks.values():
-                if not task.cancelled() and task.exception() is not None:
-                    logger.error("job task failed at shutdown", exc_info=task.exception())
-            self.tasks.clear()
-        await self.pool.delete(self.health_check_key)
-        if self.on_shutdown:
-            await self.on_shutdown(self.ctx)
-        if self.owns_pool:
-            await self.pool.aclose(close_connection_pool=True)
-        self._pool = None
 
 
 class EmbeddedWorker(QrsWorker):

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import Deployment, embedded_server
 from tests.e2e.helpers import bell, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 CRN_A = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct:alice-instance::"
 CRN_B = "crn:v1:bluemix:public:quantum-computing:us-east:a/acct:bob-instance::"
@@ -130,7 +130,8 @@ def test_submitted_job_appears_and_turns_completed_without_reload(server, browse
     job.result()
     done = time.monotonic()
     wait_until(lambda: _rows(browser).get(job.job_id()) == "Completed", 5, "Completed on the page")
-    assert time.monotonic() - done <= 1.0
+    # Pushed over the WebSocket: well within the page's 5 s refresh (with room for a loaded machine).
+    assert time.monotonic() - done <= 3.0
     assert browser.execute_script("return window.notReloaded") is True
     _shot(browser, "jobs")
 

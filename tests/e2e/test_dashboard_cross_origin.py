@@ -25,7 +25,7 @@ from tests.conftest import Deployment, embedded_server, free_port
 from tests.e2e.helpers import wait_until
 from tests.e2e.test_dashboard_browser import CHROMEDRIVER, CHROMIUM
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 REBOUND = "rebound.test"
 # A job the worker fails at once (its circuit is not one): it still goes Queued -> Failed,

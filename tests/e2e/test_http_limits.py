@@ -32,9 +32,10 @@ def _answer(sock: socket.socket) -> bytes:
 def test_idle_connection_is_closed_after_the_keep_alive(deployment: Deployment) -> None:
     with _connect(deployment) as sock:
         started = time.monotonic()
-        sock.settimeout(15)
+        sock.settimeout(60)
         assert sock.recv(1) == b""  # closed by the server
-        assert time.monotonic() - started < 8  # QRS_KEEP_ALIVE, 5 s
+        # QRS_KEEP_ALIVE, 5 s; the bound leaves room for a loaded machine (without it: never closed).
+        assert time.monotonic() - started < 30
 
 
 def test_oversize_request_line_and_body_get_ibm_errors(deployment: Deployment) -> None:

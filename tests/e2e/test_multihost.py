@@ -182,7 +182,7 @@ def test_the_api_cut_off_from_redis_answers_503_fast_and_recovers(lab: Lab, serv
         assert answer.status_code == 503, answer.text
         body = answer.json()
         assert body["errors"][0]["code"] == "service_unavailable" and body["trace"]
-        assert took < DEADLINE + 1.5, f"503 after {took:.1f} s (deadline {DEADLINE} s)"
+        assert took < DEADLINE + 4, f"503 after {took:.1f} s (deadline {DEADLINE} s)"
     finally:
         lab.heal("redis")
     healed = time.monotonic()

@@ -138,14 +138,14 @@ def test_readout_box_gets_the_twirled_readout_flip_rate() -> None:
     model = NoiseModel()
     model.add_readout_error(ReadoutError([[0.97, 0.03], [0.05, 0.95]]), [3])
     model.add_readout_error(ReadoutError([[0.99, 0.01], [0.01, 0.99]]), [4])
-    from qiskit_runtime_server.worker.programs import noise_learner
+    from qiskit_runtime_server.worker.programs import noise_learner_v3
 
-    original = noise_learner.backend_noise_model
-    noise_learner.backend_noise_model = lambda name: model  # type: ignore[assignment]
+    original = noise_learner_v3.backend_noise_model
+    noise_learner_v3.backend_noise_model = lambda name: model  # type: ignore[assignment]
     try:
         output = run_noise_learner(_encoded(params), "fake_manila", engine_for("CPU"), Defaults())
     finally:
-        noise_learner.backend_noise_model = original  # type: ignore[assignment]
+        noise_learner_v3.backend_noise_model = original  # type: ignore[assignment]
     result = NoiseLearnerV3ResultDecoder.decode(output.result.decode())
     assert result.data[0].metadata["learning_protocol"] == "trex"
     noise_map = result.to_pauli_lindblad_maps()[0]
