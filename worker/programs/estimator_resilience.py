@@ -270,8 +270,10 @@ def _run_pub(
         raise ProgramError(f"PUB {index}: the resilience options cannot apply: {exc}") from None
     program._semantic_role = "estimator_v2"
     choices = SimulationChoices(seed, noise_model)
+    support = _observed_qubits(pub)
     runs = [
-        _sample_item(i, item, program.shots, backend, engine, choices, rng) for i, item in enumerate(program.items)
+        _sample_item(i, item, program.shots, backend, engine, choices, rng, _measuring_only(item.circuit, support))
+        for i, item in enumerate(program.items)
     ]
     result = QuantumProgramResult(
         data=[QuantumProgramItemResult(result=run.results, metadata={}) for run in runs],
@@ -287,6 +289,41 @@ def _run_pub(
     return PubResult(
         DataBin(**fields, shape=pub.shape), metadata=_pub_metadata(pub, options, shots, client_pub.metadata)
     )
+
+
+def _observed_qubits(pub: EstimatorPub) -> frozenset[int]:
+    """Qubits some Pauli term of ``pub``'s observables acts on."""
+    from qiskit.quantum_info import Pauli
+
+    qubits: set[int] = set()
+    for term in pub.observables.ravel().tolist() if pub.observables.ndim else [pub.observables.tolist()]:
+        for label in term:
+            pauli = Pauli(label)
+            qubits.update(int(q) for q in np.flatnonzero(pauli.z | pauli.x))
+    return frozenset(qubits)
+
+
+def _measuring_only(circuit: Any, qubits: frozenset[int]) -> Any:
+    """``circuit`` without the measurements of qubits outside ``qubits``.
+
+    The mitigation tasks measure every qubit of the circuit, but the post-processor reads, for
+    each observable, only the bits of the qubits it acts on (expectation values and TREX factors
+    alike). A qubit nobody reads need not be simulated: its bit then reads 0, and its light cone
+    (and its wire, see ``qubit_reuse.py``) is left out of the run. A circuit with control flow,
+    where a bit may be read back, is returned unchanged.
+    """
+    from qiskit.circuit import QuantumCircuit
+
+    if not qubits or any(getattr(instruction.operation, "blocks", ()) for instruction in circuit.data):
+        return circuit
+    reduced: QuantumCircuit = circuit.copy_empty_like()
+    dropped = False
+    for instruction in circuit.data:
+        if instruction.operation.name == "measure" and circuit.find_bit(instruction.qubits[0]).index not in qubits:
+            dropped = True
+            continue
+        reduced._append(instruction)
+    return reduced if dropped else circuit
 
 
 def result_metadata(plan: ResiliencePlan) -> dict[str, Any]:

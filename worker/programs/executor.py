@@ -187,7 +187,10 @@ def _sample_item(
     engine: SimulationEngine,
     choices: SimulationChoices,
     rng: np.random.Generator,
+    circuit: Any = None,
 ) -> ItemRun:
+    """Sample one item of a quantum program: its samplex (twirling, noise injection) drawn with
+    ``rng``, then its circuit (``circuit`` when given, in place of ``item.circuit``) on the engine."""
     from qiskit.primitives.containers.bindings_array import BindingsArray
     from qiskit.primitives.containers.sampler_pub import SamplerPub
     from qiskit_ibm_runtime.fake_provider.executor.broadcast_sample import broadcast_sample
@@ -203,7 +206,7 @@ def _sample_item(
             raise ProgramError(f"Item {index}: the samplex could not be sampled: {type(exc).__name__}: {exc}") from None
     else:
         values = item.circuit_arguments
-    circuit = item.circuit
+    circuit = item.circuit if circuit is None else circuit
     try:
         if circuit.num_parameters:
             bindings = BindingsArray({tuple(circuit.parameters): np.asarray(values, dtype=float)})
