@@ -72,6 +72,9 @@ class Runner:
         self.deadline = time.monotonic() + timeout
         self.client = 0.0  # run() to result, summed
         self.server = 0.0  # metrics() finished - created, summed (server only)
+        # The server's predicted and measured simulation seconds (metrics()), summed.
+        self.predicted = 0.0
+        self.simulated = 0.0
         self.jobs = 0
         self._aer: Any = None
 
@@ -116,7 +119,10 @@ class Runner:
             with contextlib.suppress(Exception):
                 job.cancel()
             raise TimedOut from None
-        stamps = job.metrics()["timestamps"]
+        metrics = job.metrics()
+        self.predicted += metrics.get("predicted_seconds") or 0.0
+        self.simulated += metrics["usage"]["quantum_seconds"] or 0.0
+        stamps = metrics["timestamps"]
         self.server += (
             datetime.fromisoformat(stamps["finished"]) - datetime.fromisoformat(stamps["created"])
         ).total_seconds()
@@ -307,6 +313,8 @@ class Outcome:
     jobs: int = 0
     text: str = ""  # "fails (...)" or "> N s" when it did not finish
     values: Values | None = None
+    predicted: float | None = None  # the server's predicted simulation seconds
+    simulated: float | None = None  # the server's measured (billed) simulation seconds
 
 
 def _reason(exc: BaseException) -> str:
@@ -326,8 +334,16 @@ def run_case(key: str, runner: Runner, timeout: float) -> Outcome:
         return Outcome(text=f"> {timeout:.0f} s")
     except Exception as exc:
         return Outcome(text=_reason(exc))
-    server = runner.server if runner.kind == "server" else None
-    return Outcome(client=runner.client, server=server, jobs=runner.jobs, values=values)
+    if runner.kind != "server":
+        return Outcome(client=runner.client, jobs=runner.jobs, values=values)
+    return Outcome(
+        client=runner.client,
+        server=runner.server,
+        jobs=runner.jobs,
+        values=values,
+        predicted=runner.predicted,
+        simulated=runner.simulated,
+    )
 
 
 # ---- baselines, each in a child process killed at the time limit ----
@@ -425,6 +441,8 @@ def run_all(keys: list[str], methods: list[str], timeout: float) -> tuple[list[s
         for method, vals in produced:
             if vals:
                 parts.append(f"{method}: " + "; ".join(f"{label} {_summary(v)}" for label, v in vals))
+        if server.predicted is not None and server.simulated is not None:
+            parts.append(f"server simulation: predicted {server.predicted:.2f} s, measured {server.simulated:.2f} s")
         values.append(f"- {key}: " + (" / ".join(parts) if parts else "no values"))
         print(values[-1], flush=True)
     return rows, values
