@@ -206,6 +206,7 @@ def create_app(
     settings = settings or load_settings()
     catalog = BackendCatalog(aliases=settings.backend_aliases)
     access = load_policy(settings)
+    timing = settings.timing_policy()  # one queue-time sequence per API process (QRS_TIMING_SEED)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -239,6 +240,7 @@ def create_app(
                     "access": access,
                     "sessions": SessionStore(commands, store),
                     "live": hub,
+                    "timing": timing,
                 }
                 if on_ready is not None:
                     on_ready()

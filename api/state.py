@@ -13,6 +13,7 @@ from qiskit_runtime_server.shared.backends import BackendCatalog
 from qiskit_runtime_server.shared.sessions import SessionStore
 from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.shared.store import JobStore
+from qiskit_runtime_server.shared.timing import TimingPolicy
 
 if TYPE_CHECKING:  # live.py reads the state through app_state: a run-time import would be circular
     from qiskit_runtime_server.api.dashboard.live import LiveHub
@@ -30,7 +31,7 @@ class AppState(TypedDict):
     access: AccessPolicy
     sessions: SessionStore
     live: LiveHub
-
+    timing: TimingPolicy
 
 
 def app_state(connection: HTTPConnection) -> AppState:

@@ -64,6 +64,14 @@ class JobRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     qiskit_version: str | None = None
     # The worker's predicted simulation time (s) from the methods and sizes it ran.
     predicted_seconds: float | None = None
+    # IBM-like timing (shared/timing.py): set when the job runs timed, the per-job QPU overhead
+    # (s); the queue time drawn at submission (s); the QPU time of the duration model (s, written
+    # by the worker once it has decoded the job); the measured simulation time (s), kept apart
+    # because ``quantum_seconds`` is then the modelled QPU time.
+    qpu_overhead: float | None = None
+    queue_seconds: float | None = None
+    qpu_seconds: float | None = None
+    simulation_seconds: float | None = None
 
 
 class JobSubmission(msgspec.Struct, kw_only=True):
@@ -125,7 +133,7 @@ def job_view(record: JobRecord, params: msgspec.Raw | None = None) -> dict[str, 
         "cost": record.cost,
         "user_id": record.user,
         "usage": {"quantum_seconds": usage_seconds, "seconds": usage_seconds},
-        "estimated_running_time_seconds": None,
+        "estimated_running_time_seconds": record.qpu_seconds,
     }
     if record.calibration_id is not None:
         view["calibration_id"] = record.calibration_id

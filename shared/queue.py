@@ -85,9 +85,15 @@ async def enqueue_run(pool: ArqRedis, queue_name: str, job_id: str, attempts: in
     raise ConnectionError(f"job {job_id} could not be queued")
 
 
-def queue_commands(pipe: Any, queue_name: str, job_id: str, serializer: Serializer | None = None) -> None:
+def queue_commands(
+    pipe: Any, queue_name: str, job_id: str, serializer: Serializer | None = None, defer_seconds: float = 0.0
+) -> None:
     """Queue on ``pipe`` (a MULTI) what ``enqueue_job(RUN_JOB, job_id, _job_id=job_id)`` writes,
     and ring the workers' doorbell (published when the transaction commits).
+
+    ``defer_seconds``: what ``enqueue_job(..., _defer_by=...)`` does, the entry's score is the
+    time it becomes due, so no worker takes the job earlier (IBM-like timing's queue time,
+    ``shared/timing.py``); the job key keeps the enqueue time.
 
     arq's job key (``arq:job:{id}``, serialized with arq's own :func:`arq.jobs.serialize_job`
     and the pool's serializer) and the entry of ``queue_name``, scored by the enqueue time in
@@ -103,7 +109,7 @@ def queue_commands(pipe: Any, queue_name: str, job_id: str, serializer: Serializ
     """
     now_ms = timestamp_ms()
     pipe.set(job_key_prefix + job_id, serialize_job(RUN_JOB, (job_id,), {}, None, now_ms, serializer=serializer))
-    pipe.zadd(queue_name, {job_id: now_ms})
+    pipe.zadd(queue_name, {job_id: now_ms + max(0, round(defer_seconds * 1000))})
     # An idle worker starts now, not at its next poll (worker/doorbell.py).
     pipe.publish(keys.ENQUEUED_CHANNEL, queue_name)
 

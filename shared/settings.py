@@ -15,6 +15,7 @@ from typing import Annotated
 import msgspec
 
 from qiskit_runtime_server.shared.job_limits import JobLimits
+from qiskit_runtime_server.shared.timing import TimingPolicy
 
 DEFAULT_INSTANCE = "crn:v1:bluemix:public:quantum-computing:us-east:a/local:local-instance::"
 
@@ -177,6 +178,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Seconds a worker lets its running job finish after SIGTERM before handing it back.
     shutdown_grace: float = 10.0
 
+    # == IBM-like timing ==
+    # ``ibm``: jobs wait in ``Queued`` for a drawn queue time, then stay ``Running`` for at least
+    # the QPU time IBM would bill, which is also their usage (docs/timing.md); ``off``: jobs start
+    # as soon as a worker is free and finish when simulated. The API decides per job: workers
+    # need not set it.
+    timing: str = "off"
+    # Per-backend timing, ``name=ibm,name2=off`` (any served name of the device), over
+    # ``QRS_TIMING``; e.g. ``fake_sherbrooke=ibm`` times only that device.
+    timing_backends: str = ""
+    # Queue time of a timed job, seconds: ``fixed:S``, ``uniform:A,B`` or ``exp:MEAN``
+    # (exponential).
+    queue_time: str = "exp:5"
+    # Seed of the queue-time draws (one sequence per API process). Unset: unpredictable.
+    timing_seed: int | None = None
+    # Seconds of QPU time added to every timed job, IBM's per-job overhead (loading the
+    # instruments, compiling the pulses).
+    qpu_overhead: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+
     # == Logging ==
     # Log level.
     log_level: str = "INFO"
@@ -197,6 +216,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
             max_decoded_bytes=self.max_decoded_bytes,
             default_shots=self.default_shots,
         )
+
+    def __post_init__(self) -> None:
+        self.timing_policy()  # a malformed timing setting fails at start-up, with its value
+
+    def timing_policy(self) -> TimingPolicy:
+        """``QRS_TIMING``, ``QRS_TIMING_BACKENDS``, ``QRS_QUEUE_TIME``... as one policy (shared/timing.py).
+
+        Raises:
+            ValueError: a malformed value.
+        """
+        return TimingPolicy(self.timing, self.timing_backends, self.queue_time, self.qpu_overhead, self.timing_seed)
 
     @property
     def preload(self) -> tuple[str, ...]:

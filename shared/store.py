@@ -108,10 +108,17 @@ class JobStore:
         self.retention = retention
 
     async def create(
-        self, record: JobRecord, params: bytes, *, queue_name: str | None = None, guard: Guard | None = None
+        self,
+        record: JobRecord,
+        params: bytes,
+        *,
+        queue_name: str | None = None,
+        guard: Guard | None = None,
+        defer_seconds: float = 0.0,
     ) -> None:
         """Store a new ``Queued`` job with its verbatim params, index it and (with ``queue_name``)
         queue it for arq, all in one MULTI/EXEC: either all of it is written or none.
+        ``defer_seconds``: no worker takes it before then (IBM-like timing's queue time).
 
         Redis applies a transaction whole or not at all when the connection breaks, so a
         submission that fails leaves no record that could run later (the client re-POSTs a
@@ -133,7 +140,8 @@ class JobStore:
             stats.record_created(pipe, record)
             pipe.sadd(keys.pending(record.backend), record.id)
             if queue_name is not None:
-                queue_commands(pipe, queue_name, record.id, getattr(self.redis, "job_serializer", None))
+                serializer = getattr(self.redis, "job_serializer", None)
+                queue_commands(pipe, queue_name, record.id, serializer, defer_seconds)
 
         await transact(self.redis, None if guard is None else guard.key, write)
 
@@ -270,6 +278,17 @@ class JobStore:
             )
 
         return await self._update(job_id, change, log=log)
+
+    async def annotate(self, job_id: str, claim: Claim, **fields: object) -> JobRecord | None:
+        """Set ``fields`` on a job that is not final and still held by ``claim``; ``None`` when
+        nothing changed (final, taken over or gone). IBM-like timing's QPU-time estimate."""
+
+        def change(record: JobRecord) -> JobRecord | None:
+            if record.status.final or (record.worker_id, record.attempts) != (claim.worker_id, claim.attempt):
+                return None
+            return msgspec.structs.replace(record, **fields)
+
+        return await self._update(job_id, change)
 
     async def requeue(self, job_id: str, worker_id: str | None = None, log: Sequence[str] = ()) -> JobRecord | None:
         """Move a ``Running`` job back to ``Queued`` (appending ``log``): it waits in the queue again.

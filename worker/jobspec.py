@@ -32,6 +32,8 @@ class ExecutionRequest:
     # Seconds of simulation the job may be predicted to need (the lower of its max_execution_time
     # and QRS_MAX_JOB_SECONDS); a run predicted past it fails the job before it starts.
     max_seconds: float | None = None
+    # IBM-like timing (docs/timing.md): also work out the job's QPU time (Outcome.qpu_seconds).
+    timing: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,3 +49,9 @@ class Outcome:
     device_class: str = ""
     # The engine's predicted simulation time (s) for the runs it made (worker/engines/methods.py).
     predicted_seconds: float | None = None
+    # With ExecutionRequest.timing: the QPU time IBM would bill, without the per-job overhead
+    # (worker/programs/qpu_time.py); None when the program is not modelled.
+    qpu_seconds: float | None = None
+    # Set by the worker's QPU-time hold (worker/tasks.py): the simulation time, when
+    # quantum_seconds has become the QPU time.
+    simulation_seconds: float | None = None

@@ -19,13 +19,19 @@ from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 from qiskit_runtime_server.shared.backends import default_catalog
 from qiskit_runtime_server.shared.errors import ApiError
 from qiskit_runtime_server.shared.job_limits import check_params
-from qiskit_runtime_server.worker.engines.aer import backend_noise_model, default_memory_limit_mb, engine_for
+from qiskit_runtime_server.worker.engines.aer import (
+    backend_noise_model,
+    default_memory_limit_mb,
+    engine_for,
+    fake_backend,
+)
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import ExecutionRequest, Outcome
 from qiskit_runtime_server.worker.programs.device_class import job_device_class
 from qiskit_runtime_server.worker.programs.executor import run_executor
 from qiskit_runtime_server.worker.programs.noise_learner import run_noise_learner
 from qiskit_runtime_server.worker.programs.primitives import PROGRAMS as PRIMITIVES
+from qiskit_runtime_server.worker.programs.qpu_time import job_qpu_seconds
 from qiskit_runtime_server.worker.programs.served import served_backend
 
 PROGRAMS = {**PRIMITIVES, "executor": run_executor, "noise-learner": run_noise_learner}
@@ -112,6 +118,20 @@ def execute(request: ExecutionRequest) -> Outcome:
         billed,
         qiskit.__version__,
         predicted_seconds=round(report.predicted_seconds, 4),
+        qpu_seconds=qpu_seconds(request, params) if request.timing and output.billable else None,
+    )
+
+
+def qpu_seconds(request: ExecutionRequest, params: dict[str, Any]) -> float | None:
+    """The QPU time of the job's decoded ``params`` on its device (worker/programs/qpu_time.py)."""
+    served = served_backend(request.backend)
+    return job_qpu_seconds(
+        request.program_id,
+        params,
+        served.configuration,
+        fake_backend(served.simulated).target,
+        default_shots=request.defaults.shots,
+        default_precision=request.defaults.precision,
     )
 
 

@@ -15,6 +15,8 @@ first attempt, also when it kills the simulation process (out of memory, a segfa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,17 +25,19 @@ from typing import Any, NotRequired, TypedDict
 
 from arq import Retry
 from arq.constants import retry_key_prefix
+from redis.exceptions import RedisError
 
 from qiskit_runtime_server.shared.models import (
     REASON_EXECUTION_ERROR,
     REASON_INFRASTRUCTURE,
     REASON_RAN_TOO_LONG,
+    JobRecord,
     JobStatus,
 )
 from qiskit_runtime_server.shared.routing import Router
 from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.shared.store import Claim, JobStore, StaleClaim
-from qiskit_runtime_server.worker.cancellation import run_unless_cancelled
+from qiskit_runtime_server.worker.cancellation import POLL_INTERVAL, run_unless_cancelled
 from qiskit_runtime_server.worker.errors import ProgramError, plain_text
 from qiskit_runtime_server.worker.jobspec import Defaults, ExecutionRequest
 from qiskit_runtime_server.worker.runner import ProgramRunner, RunnerCrashed, RunnerStopped
@@ -113,6 +117,8 @@ def _completed(outcome: Any, job_id: str, worker_id: str, attempt: int) -> Endin
         "qiskit_version": outcome.qiskit_version,
         "predicted_seconds": outcome.predicted_seconds,
     }
+    if outcome.simulation_seconds is not None:  # IBM-like timing: quantum_seconds is the QPU time
+        fields.update(simulation_seconds=outcome.simulation_seconds, qpu_seconds=outcome.qpu_seconds)
     return Ending(JobStatus.COMPLETED, outcome.result, fields, log)
 
 
@@ -164,9 +170,12 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
             return _settled(ctx, "skipped")
         claim = Claim(ctx["worker_id"], attempt)
         cap = _prediction_cap(record.cost, settings)
-        request = _request(job_id, record.program_id, record.backend, params, settings, max_seconds=cap)
+        timing = record.qpu_overhead is not None
+        request = _request(job_id, record.program_id, record.backend, params, settings, max_seconds=cap, timing=timing)
         limit = min(record.cost or settings.max_execution_time, settings.max_execution_time)
         ended = await _run(ctx, request, limit)
+        if ended is not None and not isinstance(ended, Ending) and record.qpu_overhead is not None:
+            ended = await _hold_for_qpu_time(store, record, claim, ended, limit)
         if ended is None:
             return "stopped"
         ending = ended if isinstance(ended, Ending) else _completed(ended, job_id, ctx["worker_id"], attempt)
@@ -216,6 +225,46 @@ async def _run(ctx: WorkerContext, request: ExecutionRequest, limit: int) -> Any
         # The process died before it took the job: not the input's doing.
         await store.log(request.job_id, f"{_now()} WARNING {exc} before the job started; the job will be retried")
         raise Retry(defer=1) from exc
+
+
+async def _hold_for_qpu_time(store: JobStore, record: JobRecord, claim: Claim, outcome: Any, limit: int) -> Any:
+    """IBM-like timing (docs/timing.md): keep the simulated job ``Running`` until it has run for
+    its QPU time, then return its outcome with that time as its usage.
+
+    The QPU time is the duration model's (``Outcome.qpu_seconds``; the simulation time for a
+    program it does not model) plus the record's per-job overhead; it is written into the
+    record first, as the job's ``estimated_running_time_seconds``. The wait checks the record
+    every ``POLL_INTERVAL`` seconds, as a running simulation does (``worker/cancellation.py``).
+
+    Returns:
+        The outcome with ``quantum_seconds`` the QPU time (the simulation time moves to
+        ``simulation_seconds``); the :class:`Ending` of a job whose QPU time is past its
+        ``max_execution_time``, cancelled at that limit; ``None`` when the job was cancelled or
+        deleted while held.
+    """
+    modelled = outcome.qpu_seconds if outcome.qpu_seconds is not None else outcome.quantum_seconds
+    qpu = round(modelled + (record.qpu_overhead or 0.0), 3)
+    with contextlib.suppress(RedisError):  # only the estimate is lost; the hold goes on
+        await store.annotate(record.id, claim, qpu_seconds=qpu)
+    started = record.running or time.time()
+    deadline = started + min(qpu, float(limit))
+    while (left := deadline - time.time()) > 0:
+        await asyncio.sleep(min(POLL_INTERVAL, left))
+        try:
+            current = await store.get(record.id)
+        except RedisError:  # a Redis blip must not end the job; look again next tick
+            continue
+        if current is None or current.status.final:
+            if current is not None:
+                await store.log(record.id, f"{_now()} INFO QPU time stopped: the job is {current.status.value}")
+            return None
+    if qpu > limit:
+        ending = _ran_too_long(limit)
+        ending.fields.update(quantum_seconds=float(limit), simulation_seconds=outcome.quantum_seconds)
+        return ending
+    return dataclasses.replace(
+        outcome, quantum_seconds=qpu, qpu_seconds=qpu, simulation_seconds=outcome.quantum_seconds
+    )
 
 
 def _prediction_cap(cost: int | None, settings: Settings) -> float:

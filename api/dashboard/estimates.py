@@ -12,11 +12,16 @@ running job is taken to be half done. ``W`` is the number of live workers; with 
 unknown (``None``), and while fewer jobs are queued or running than there are workers, a new
 job starts at once (0). A backend's *turnaround* adds its own ``m_b``. Sessions' jobs wait for their
 turn on top of this, which the estimate ignores. ``bench/dashboard.py`` measures its error.
+
+IBM-like timing (docs/timing.md): a job on a timed backend first waits its drawn queue time,
+whose mean ``q_b`` (``QRS_QUEUE_TIME``) the backend's wait adds: ``wait_b = q_b + wait``
+(:meth:`QueueEstimate.wait_for`). Its jobs still waiting out their queue time count in ``Q_b``
+and in ``length_queue``, and its ``m_b`` includes the QPU time they are held ``Running``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 from redis.asyncio import Redis
@@ -32,16 +37,30 @@ class QueueEstimate(msgspec.Struct, kw_only=True):
     mean_run: dict[str, float | None]
     workers: int
     wait_seconds: float | None
+    # Mean queue time (s) of the timed backends (IBM-like timing); others are absent.
+    queue_seconds: dict[str, float] = msgspec.field(default_factory=dict)
+
+    def wait_for(self, backend: str) -> float | None:
+        """Estimated seconds from submission to the start of a job on ``backend``."""
+        if self.wait_seconds is None:
+            return None
+        return self.queue_seconds.get(backend, 0.0) + self.wait_seconds
 
     def turnaround(self, backend: str) -> float | None:
         """Estimated seconds from submission to the end of a job on ``backend``."""
-        run = self.mean_run.get(backend)
-        if self.wait_seconds is None or run is None:
-            return self.wait_seconds
-        return self.wait_seconds + run
+        wait, run = self.wait_for(backend), self.mean_run.get(backend)
+        if wait is None or run is None:
+            return wait
+        return wait + run
 
 
-def estimate(queued: dict[str, int], running: dict[str, int], runs: dict[str, list[float]], live: int) -> QueueEstimate:
+def estimate(
+    queued: dict[str, int],
+    running: dict[str, int],
+    runs: dict[str, list[float]],
+    live: int,
+    queue_seconds: dict[str, float] | None = None,
+) -> QueueEstimate:
     """The estimate of the module docstring from its inputs (pure: the benchmark calls it too)."""
     means: dict[str, float | None] = {b: (sum(v) / len(v) if v else None) for b, v in runs.items()}
     known = [m for m in means.values() if m is not None]
@@ -52,11 +71,23 @@ def estimate(queued: dict[str, int], running: dict[str, int], runs: dict[str, li
         work += queued.get(backend, 0) * mean + running.get(backend, 0) * mean / 2
     busy = sum(queued.values()) + sum(running.values())
     wait = None if live <= 0 else (0.0 if busy < live else work / live)
-    return QueueEstimate(queued=queued, running=running, mean_run=means, workers=live, wait_seconds=wait)
+    return QueueEstimate(
+        queued=queued,
+        running=running,
+        mean_run=means,
+        workers=live,
+        wait_seconds=wait,
+        queue_seconds=dict(queue_seconds or {}),
+    )
 
 
-async def queue_estimate(redis: Redis, backends: Iterable[str]) -> QueueEstimate:
-    """The live estimate for ``backends`` (those served) plus any backend with jobs in the queue."""
+async def queue_estimate(
+    redis: Redis, backends: Iterable[str], timed: Callable[[str], float | None] | None = None
+) -> QueueEstimate:
+    """The live estimate for ``backends`` (those served) plus any backend with jobs in the queue.
+
+    ``timed(name)``: the mean queue time of a timed backend, ``None`` for one that is not.
+    """
     now = await stats.read_now(redis, [keys.ALL_SCOPE])
     queued: dict[str, int] = {}
     running: dict[str, int] = {}
@@ -70,4 +101,5 @@ async def queue_estimate(redis: Redis, backends: Iterable[str]) -> QueueEstimate
     names = set(backends) | set(queued) | set(running)
     runs = await stats.recent_runs(redis, sorted(names))
     live = len(await workers.live_workers(redis))
-    return estimate(queued, running, runs, live)
+    means = {} if timed is None else {name: mean for name in names if (mean := timed(name)) is not None}
+    return estimate(queued, running, runs, live, means)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 from starlette.requests import Request
@@ -27,7 +28,9 @@ async def queue_view(request: Request) -> Response:
     _, scopes = caller_scopes(request)
     state = app_state(request)
     served = state["catalog"].names(include_mocks=False)
-    est = await queue_estimate(state["pool"], served)
+    est = await queue_estimate(
+        state["pool"], served, functools.partial(state["timing"].mean_queue_seconds, state["catalog"])
+    )
     rows = []
     # Backends with jobs now, and those with recent running times (their turnaround is known).
     recent = {b for b, mean in est.mean_run.items() if mean is not None}
@@ -38,7 +41,7 @@ async def queue_view(request: Request) -> Response:
                 "queued": est.queued.get(backend, 0),
                 "running": est.running.get(backend, 0),
                 "mean_run_seconds": est.mean_run.get(backend),
-                "estimated_wait_seconds": est.wait_seconds,
+                "estimated_wait_seconds": est.wait_for(backend),
                 "estimated_turnaround_seconds": est.turnaround(backend),
             }
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from starlette.requests import Request
@@ -87,7 +88,8 @@ async def status(request: Request) -> Response:
     """``GET /backends/{name}/status``: always operational; ``length_queue`` counts the pending
     jobs of the device under all its names; ``estimated_wait_seconds`` (an extra field: the
     client's ``backend_status`` copies only the fields it knows, so it is ignored there) is
-    the wait of a job submitted now, ``None`` without a live worker (api/dashboard/estimates.py)."""
+    the wait of a job submitted now, ``None`` without a live worker (api/dashboard/estimates.py;
+    with IBM-like timing it includes the mean queue time, docs/timing.md)."""
     authenticate(request)
     name = request.path_params["name"]
     catalog = app_state(request)["catalog"]
@@ -95,7 +97,8 @@ async def status(request: Request) -> Response:
     queue = 0
     for other in catalog.same_queue(name):
         queue += await app_state(request)["store"].pending_count(other)
-    wait = (await queue_estimate(app_state(request)["pool"], [name])).wait_seconds
+    timed = functools.partial(app_state(request)["timing"].mean_queue_seconds, catalog)
+    wait = (await queue_estimate(app_state(request)["pool"], [name], timed)).wait_for(name)
     return MsgspecResponse(
         {
             "state": True,

@@ -148,34 +148,43 @@ async def job_metrics(request: Request) -> Response:
     """``GET /jobs/{id}/metrics``: timestamps, usage and counts, returned as is by ``job.metrics()``.
 
     ``usage.status`` is ``pending`` until the job is final (``job.usage()`` reads 0 until then),
-    then ``billed``. ``quantum_seconds`` is the simulation time measured by the worker.
+    then ``billed``. ``quantum_seconds`` is the simulation time measured by the worker; with
+    IBM-like timing (docs/timing.md) it is the modelled QPU time, and ``timing`` holds the drawn
+    queue time, that QPU time and the measured ``simulation_seconds``.
     """
     record = await load_job(request)
     seconds = record.quantum_seconds or 0.0
-    return MsgspecResponse(
-        {
-            "timestamps": {
-                "created": iso(record.created),
-                "running": iso(record.running),
-                "finished": iso(record.finished),
-            },
-            "bss": {"seconds": seconds},
-            "usage": {
-                "quantum_seconds": seconds,
-                "seconds": seconds,
-                "qpu_charge_time_seconds": seconds,
-                "status": "billed" if record.status.final else "pending",
-            },
-            "executions": record.num_pubs,
-            "num_circuits": record.num_pubs,
-            "num_pubs": record.num_pubs,
-            "qiskit_version": record.qiskit_version,
-            "worker_id": record.worker_id,
-            "attempts": record.attempts,
-            "predicted_seconds": record.predicted_seconds,
-            "caller": "qiskit",
+    metrics: dict[str, object] = {
+        "timestamps": {
+            "created": iso(record.created),
+            "running": iso(record.running),
+            "finished": iso(record.finished),
+        },
+        "bss": {"seconds": seconds},
+        "usage": {
+            "quantum_seconds": seconds,
+            "seconds": seconds,
+            "qpu_charge_time_seconds": seconds,
+            "status": "billed" if record.status.final else "pending",
+        },
+        "executions": record.num_pubs,
+        "num_circuits": record.num_pubs,
+        "num_pubs": record.num_pubs,
+        "qiskit_version": record.qiskit_version,
+        "worker_id": record.worker_id,
+        "attempts": record.attempts,
+        "predicted_seconds": record.predicted_seconds,
+        "caller": "qiskit",
+    }
+    if record.qpu_overhead is not None:
+        metrics["timing"] = {
+            "mode": "ibm",
+            "queue_seconds": record.queue_seconds,
+            "qpu_seconds": record.qpu_seconds,
+            "qpu_overhead_seconds": record.qpu_overhead,
+            "simulation_seconds": record.simulation_seconds,
         }
-    )
+    return MsgspecResponse(metrics)
 
 
 routes = [

@@ -270,6 +270,11 @@ async def create_job(request: Request) -> Response:
     await asyncio.to_thread(check_params, bytes(submission.params), submission.program_id, settings.job_limits)
     guard = await admit(request, principal, submission)
     assert submission.backend is not None
+    served = app_state(request)["catalog"].get(submission.backend)
+    timing = app_state(request)["timing"]
+    # IBM-like timing (docs/timing.md): decided here, once, and kept in the record for the worker.
+    timed = timing.backend_timed(app_state(request)["catalog"], submission.backend)
+    queue_seconds = round(timing.draw_queue_seconds(), 3) if timed else None
     record = JobRecord(
         id=new_job_id(),
         program_id=submission.program_id,
@@ -283,14 +288,22 @@ async def create_job(request: Request) -> Response:
         private=bool(submission.private),
         runtime=submission.runtime or "",
         # The calibration the job runs with: the requested one, which can only be the device's.
-        calibration_id=app_state(request)["catalog"].get(submission.backend).calibration_id,
+        calibration_id=served.calibration_id,
         user=principal.user,
+        qpu_overhead=timing.overhead if timed else None,
+        queue_seconds=queue_seconds,
     )
     store = app_state(request)["store"]
     # Record, indexes and arq queue entry in one transaction: a failure here leaves nothing
     # that could run after the client re-POSTs (it retries 5xx answers as new jobs).
     # The transaction also rings the workers' doorbell (shared/queue.py:queue_commands).
-    await store.create(record, bytes(submission.params), queue_name=settings.queue_name, guard=guard)
+    await store.create(
+        record,
+        bytes(submission.params),
+        queue_name=settings.queue_name,
+        guard=guard,
+        defer_seconds=queue_seconds or 0.0,
+    )
     answer: dict[str, object] = {"id": record.id, "backend": record.backend}
     if record.session_id:
         answer["session_id"] = record.session_id
