@@ -149,7 +149,8 @@ async def reset(redis: Redis, queue_name: str) -> dict[str, int]:
     ids = sorted(queued)
     for start in range(0, len(ids), _BATCH):
         arq_keys = [
-            prefix + job_id for job_id in ids[start : start + _BATCH]
+            prefix + job_id
+            for job_id in ids[start : start + _BATCH]
             for prefix in (job_key_prefix, retry_key_prefix, result_key_prefix)
         ]
         deleted += int(await redis.delete(*arq_keys))
@@ -250,9 +251,7 @@ def parse_line(text: bytes, number: int) -> msgspec.Struct:
     return parsed
 
 
-async def import_lines(
-    redis: Redis, lines: AsyncIterator[bytes], *, queue_name: str, retention: float
-) -> ImportReport:
+async def import_lines(redis: Redis, lines: AsyncIterator[bytes], *, queue_name: str, retention: float) -> ImportReport:
     """Write the lines of an export into the store (module docstring).
 
     Raises:

@@ -5,9 +5,14 @@ on); ``GET /admin/export`` and ``POST /admin/import`` round-trip the store."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+import redis
 from arq.constants import job_key_prefix
 
 from qiskit_runtime_server.api.app import create_app
@@ -157,3 +162,37 @@ async def test_a_malformed_import_line_is_a_400_naming_it() -> None:
         assert "line 2" in response.json()["errors"][0]["message"]
         foreign = await http.post("/admin/import", content=b'{"kind": "header", "format": "other", "version": 1}')
         assert "not an export" in foreign.json()["errors"][0]["message"]
+
+
+@pytest.mark.redis
+def test_cli_export_and_import_on_redis_url(real_redis_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from qiskit_runtime_server.shared.queue import connect
+    from qiskit_runtime_server.shared.store import JobStore
+    from tests.unit.test_retention import job
+
+    async def seed() -> None:
+        pool = await connect(real_redis_url)
+        store = JobStore(pool)
+        await store.create(job("cli-job"), b'{"pubs": []}')
+        await store.finish("cli-job", JobStatus.COMPLETED, b"{}")
+        await pool.aclose()
+
+    asyncio.run(seed())
+    env = {**os.environ, "REDIS_URL": real_redis_url}
+    dump = tmp_path / "store.jsonl"
+    command = [sys.executable, "-m", "qiskit_runtime_server"]
+    subprocess.run([*command, "export", str(dump)], env=env, check=True, timeout=60)
+    assert b'"id":"cli-job"' in dump.read_bytes()
+    redis.Redis.from_url(real_redis_url).flushdb()
+    loaded = subprocess.run([*command, "import", str(dump)], env=env, check=True, timeout=60, capture_output=True)
+    assert b"imported 1 jobs" in loaded.stderr
+    assert redis.Redis.from_url(real_redis_url).get(keys.job_result("cli-job")) == b"{}"
+    missing = subprocess.run(
+        [*command, "export", "-"],
+        env={k: v for k, v in env.items() if k != "REDIS_URL"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert missing.returncode != 0 and b"set REDIS_URL" in missing.stderr
