@@ -44,7 +44,7 @@ from qiskit_runtime_server.api.openapi import openapi_document
 from qiskit_runtime_server.api.origins import HostCheckMiddleware
 from qiskit_runtime_server.api.proxy.hosts import local_path
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse, error_response
-from qiskit_runtime_server.api.routes import backends, instances, job_actions, jobs, ops, sessions
+from qiskit_runtime_server.api.routes import backends, instances, job_actions, jobs, ops, reset, sessions
 from qiskit_runtime_server.api.state import AppState
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.backends import BackendCatalog
@@ -207,6 +207,7 @@ def create_app(
     catalog = BackendCatalog(aliases=settings.backend_aliases)
     access = load_policy(settings)
     timing = settings.timing_policy()  # one queue-time sequence per API process (QRS_TIMING_SEED)
+    reset.reset_mode(settings)  # a wrong QRS_ALLOW_RESET fails here, at start-up
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -258,6 +259,7 @@ def create_app(
         Route("/health", health),
         Route("/openapi.json", openapi),
         *ops.routes,
+        *reset.routes,
         Route("/identity/token", auth.issue_token, methods=["POST"]),
         Route("/search/v3/resources/search", auth.search_resources, methods=["POST"]),
         Route("/v3/resources/search", auth.search_resources, methods=["POST"]),

@@ -119,6 +119,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "media": "text/plain",
     },
     ("GET", "/openapi.json"): {"summary": "This document.", "auth": False},
+    # docs/testing.md: QRS_ALLOW_RESET gates reset and import; an admin key with access control on.
+    ("POST", "/admin/reset"): {"summary": "Empty jobs, sessions, usage and counters (QRS_ALLOW_RESET).", "auth": False},
+    ("GET", "/admin/export"): {
+        "summary": "The store as JSON lines: jobs, sessions, usage (an admin key with access control on).",
+        "auth": False,
+        "media": "application/x-ndjson",
+    },
+    ("POST", "/admin/import"): {
+        "summary": "Load an export's JSON lines (QRS_ALLOW_RESET).",
+        "auth": False,
+        "body": {"required": True, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+    },
     ("POST", "/identity/token"): {
         "summary": "IAM token exchange: an API key becomes a bearer JWT.",
         "auth": False,

@@ -7,6 +7,9 @@ qiskit-runtime-server api [--host H] [--port P]       the API only (needs REDIS_
 qiskit-runtime-server worker                          one worker (needs REDIS_URL)
 qiskit-runtime-server worker-health                   exit 0 if a worker on this host has a
                                                       current heartbeat (container healthcheck)
+qiskit-runtime-server export FILE                     write the store (REDIS_URL) as JSON lines
+                                                      (docs/testing.md; FILE - is stdout)
+qiskit-runtime-server import FILE                     load such a file into the store (REDIS_URL)
 """
 
 from __future__ import annotations
@@ -83,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--proxy-port", dest="sub_proxy_port", type=int)
     sub.add_parser("worker", help="run one worker (REDIS_URL required)")
     sub.add_parser("worker-health", help="exit 0 if a worker on this host has a current heartbeat")
+    export = sub.add_parser("export", help="write the store as JSON lines (REDIS_URL required)")
+    export.add_argument("file", help="output file, - for stdout")
+    load = sub.add_parser("import", help="load an export into the store (REDIS_URL required)")
+    load.add_argument("file", help="input file, - for stdin")
     return parser
 
 
@@ -183,6 +190,44 @@ def _worker_health(settings: Settings) -> int:
     return 0 if asyncio.run(asyncio.wait_for(check(), timeout=8)) else 1
 
 
+def _snapshot(settings: Settings, command: str, path: str) -> None:
+    """``export FILE`` / ``import FILE`` on ``REDIS_URL`` (``shared/snapshot.py``)."""
+    from qiskit_runtime_server.shared import snapshot
+    from qiskit_runtime_server.shared.queue import connect
+
+    async def run() -> None:
+        pool = await connect(settings.redis_url)
+        try:
+            if command == "export":
+                with contextlib.ExitStack() as stack:
+                    out = sys.stdout.buffer if path == "-" else stack.enter_context(open(path, "wb"))
+                    async for line in snapshot.export_lines(pool):
+                        out.write(line)
+                return
+            with contextlib.ExitStack() as stack:
+                source = sys.stdin.buffer if path == "-" else stack.enter_context(open(path, "rb"))
+
+                async def lines() -> AsyncIterator[bytes]:
+                    for line in source:
+                        yield line
+
+                report = await snapshot.import_lines(
+                    pool, lines(), queue_name=settings.queue_name, retention=settings.job_retention
+                )
+            print(
+                f"imported {report.jobs} jobs, {report.sessions} sessions, {report.usage} usage counters; "
+                f"skipped {len(report.skipped)} already there",
+                file=sys.stderr,
+            )
+        finally:
+            await pool.aclose()
+
+    try:
+        asyncio.run(run())
+    except (OSError, snapshot.SnapshotError) as exc:
+        sys.exit(f"qiskit-runtime-server {command}: {exc}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = _parser().parse_args(argv)
@@ -190,8 +235,11 @@ def main(argv: list[str] | None = None) -> None:
     port = getattr(args, "sub_port", None) or args.port
     proxy_port = getattr(args, "sub_proxy_port", None) or args.proxy_port
     settings = load_settings(host=host, port=port, proxy_port=proxy_port)
-    if args.command in ("api", "worker", "worker-health") and settings.redis_url is None:
+    if args.command in ("api", "worker", "worker-health", "export", "import") and settings.redis_url is None:
         sys.exit(f"qiskit-runtime-server {args.command}: set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+    if args.command in ("export", "import"):
+        _snapshot(settings, args.command, args.file)
+        return
     if args.command == "worker-health":
         # A probe every 15 s: no log lines (it is not a worker, it has no worker id); the exit
         # status is its answer, and only errors (Redis unreachable) are printed.

@@ -84,6 +84,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Serve ``/workers`` and ``/metrics`` without an admin key even with access control on (a
     # Prometheus that scrapes without credentials). In open mode they are always open.
     open_metrics: bool = False
+    # ``POST /admin/reset`` (empty the store) and ``POST /admin/import`` (load an export), for tests
+    # and CI (docs/testing.md). ``false``: refused (403). ``true``: allowed to an admin key with
+    # access control on, and in open mode only while ``QRS_HOST`` is a loopback address.
+    # ``force``: in open mode on any address too.
+    allow_reset: str = "false"
     # Host names the server answers (the ``Host`` header, port ignored), comma-separated; ``*``
     # allows any, ``*.example.org`` any name under example.org. Unset: ``localhost``,
     # ``127.0.0.1``, ``[::1]`` and ``QRS_HOST`` when it is one specific address. ``QRS_PUBLIC_URL``'s

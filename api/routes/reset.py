@@ -1,0 +1,140 @@
+"""Clean state and snapshots for tests and CI (docs/testing.md).
+
+``POST /admin/reset``   empty the store: jobs, sessions, usage, the dashboard's counters
+                        (``shared/snapshot.py`` says what is kept); ``{"jobs": n, "keys": n}``
+``GET /admin/export``   the store as JSON lines (``application/x-ndjson``)
+``POST /admin/import``  load an export (the body); ``{"jobs", "sessions", "usage", "skipped"}``
+
+Who may call them:
+
+* ``export``: an operator, like ``/workers``: anyone in open mode, an admin key
+  (``QRS_ADMIN_KEYS``) with access control on (401 without credentials, 403 for another key).
+* ``reset`` and ``import`` change everyone's data, so ``QRS_ALLOW_RESET`` must allow them
+  (403 otherwise): ``false`` (the default) never; ``true`` with an admin key when access
+  control is on, and in open mode only while the server listens on a loopback address (a
+  server reachable from the network in open mode would let anyone wipe it); ``force`` in open
+  mode on any address too.
+
+Browsers cannot reach them from another site: the Host allow-list and the ``Origin`` check
+(``api/origins.py``) come first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from qiskit_runtime_server.api.dashboard.viewer import request_viewer
+from qiskit_runtime_server.api.responses import MsgspecResponse
+from qiskit_runtime_server.api.state import app_state
+from qiskit_runtime_server.shared import snapshot
+from qiskit_runtime_server.shared.errors import Forbidden, InvalidRequest
+from qiskit_runtime_server.shared.settings import Settings
+
+RESET_MODES = ("false", "true", "force")
+# The longest line an import accepts: a job's params and result are bounded by QRS_MAX_PARAMS_BYTES.
+_LINE_FACTOR = 4
+
+
+def reset_mode(settings: Settings) -> str:
+    """``QRS_ALLOW_RESET`` lowercased: ``false``, ``true`` or ``force``.
+
+    Raises:
+        ValueError: any other value (start-up fails, naming the variable).
+    """
+    mode = settings.allow_reset.strip().lower()
+    if mode not in RESET_MODES:
+        raise ValueError(f"QRS_ALLOW_RESET={settings.allow_reset!r} is not one of {', '.join(RESET_MODES)}")
+    return mode
+
+
+def loopback_bind(host: str) -> bool:
+    """Whether ``QRS_HOST`` is a loopback address or ``localhost`` (no other machine reaches it)."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_operator(request: Request) -> None:
+    """Open mode, or an admin key (never ``QRS_OPEN_METRICS``: that opens reading metrics only)."""
+    if app_state(request)["access"].open:
+        return
+    if not request_viewer(request).operator:
+        raise Forbidden(f"{request.url.path} needs an operator's API key (QRS_ADMIN_KEYS).")
+
+
+def _require_reset(request: Request) -> None:
+    settings = app_state(request)["settings"]
+    mode = reset_mode(settings)
+    path = request.url.path
+    if mode == "false":
+        raise Forbidden(f"{path} is turned off: set QRS_ALLOW_RESET=true on the server (docs/testing.md).")
+    if app_state(request)["access"].open and mode != "force" and not loopback_bind(settings.host):
+        raise Forbidden(
+            f"{path} is refused in open mode on a non-loopback address ({settings.host}): turn access control "
+            "on and use an admin key, or set QRS_ALLOW_RESET=force (docs/testing.md)."
+        )
+    _require_operator(request)
+
+
+async def reset(request: Request) -> Response:
+    """``POST /admin/reset``: empty the store; answers how many jobs and keys were deleted."""
+    _require_reset(request)
+    state = app_state(request)
+    counts = await snapshot.reset(state["pool"], state["settings"].queue_name)
+    return MsgspecResponse(counts)
+
+
+async def export(request: Request) -> Response:
+    """``GET /admin/export``: one JSON object per line (``shared/snapshot.py``)."""
+    _require_operator(request)
+    return StreamingResponse(
+        snapshot.export_lines(app_state(request)["pool"]),
+        media_type="application/x-ndjson",
+        headers={"content-disposition": 'attachment; filename="qiskit-runtime-server.jsonl"'},
+    )
+
+
+async def _lines(request: Request, limit: int) -> AsyncIterator[bytes]:
+    buffer = b""
+    async for chunk in request.stream():
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            yield line
+        if len(buffer) > limit:
+            raise InvalidRequest(f"An import line is longer than {limit} bytes.")
+    if buffer:
+        yield buffer
+
+
+async def import_(request: Request) -> Response:
+    """``POST /admin/import``: load the JSON lines of an export; 400 names the first bad line."""
+    _require_reset(request)
+    state = app_state(request)
+    settings = state["settings"]
+    try:
+        report = await snapshot.import_lines(
+            state["pool"],
+            _lines(request, _LINE_FACTOR * settings.max_params_bytes),
+            queue_name=settings.queue_name,
+            retention=settings.job_retention,
+        )
+    except snapshot.SnapshotError as exc:
+        raise InvalidRequest(f"Import stopped: {exc}") from None
+    return MsgspecResponse(report.as_dict())
+
+
+routes = [
+    Route("/admin/reset", reset, methods=["POST"]),
+    Route("/admin/export", export, methods=["GET"]),
+    Route("/admin/import", import_, methods=["POST"]),
+]
