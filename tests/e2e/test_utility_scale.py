@@ -115,9 +115,8 @@ def test_kicked_ising_127q_one_step_runs_on_its_light_cone(service) -> None:  # 
     assert result.metadata["simulator"]["widest_group"] <= 10
 
 
-def test_job_predicted_past_the_cap_fails_at_once_naming_prediction_and_method(service) -> None:  # type: ignore[no-untyped-def]
+def test_kicked_ising_127q_two_steps_runs_exactly_on_reused_wires(service) -> None:  # type: ignore[no-untyped-def]
     from qiskit_ibm_runtime import EstimatorV2
-    from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError
 
     backend = service.backend("fake_sherbrooke")
     circuit, _ = _kicked_ising(backend, steps=2)  # Z62's cone: 16 noisy, non-Clifford qubits
@@ -125,7 +124,32 @@ def test_job_predicted_past_the_cap_fails_at_once_naming_prediction_and_method(s
     observable = SparsePauliOp.from_sparse_list([("Z", [62], 1.0)], backend.num_qubits).apply_layout(isa.layout)
     estimator = EstimatorV2(mode=backend)
     estimator.options.resilience_level = 0
-    job = estimator.run([(isa, observable, [[0.3], [0.6]])])
+    estimator.options.default_precision = 0.02
+    thetas = np.array([[0.0], [math.pi / 4]])
+    result = estimator.run([(isa, observable, thetas)]).result()
+    evs, stds = np.asarray(result[0].data.evs), np.asarray(result[0].data.stds)
+    simulator = result.metadata["simulator"]
+    assert simulator["qubit_reuse"] >= 1 and "approximation" not in simulator, simulator
+    # Ideal: cos(theta)**2 after two steps; the noise only shrinks it.
+    ideal = np.cos(thetas.ravel()) ** 2
+    assert np.all(evs <= ideal + 5 * stds) and evs[0] > 0.5 and evs[1] > 0.2, evs
+
+
+def test_job_predicted_past_the_cap_fails_at_once_naming_prediction_and_method(service) -> None:  # type: ignore[no-untyped-def]
+    from qiskit_ibm_runtime import SamplerV2
+    from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError
+
+    backend = service.backend("fake_sherbrooke")
+    # 16 noisy, non-Clifford, all measured qubits: no light cone, wire reuse or stabilizer helps,
+    # and a 16-qubit noisy statevector for 4096 shots takes far longer than the cap.
+    circuit = QuantumCircuit(16)
+    for _ in range(6):
+        circuit.rx(0.3, range(16))
+        for q in range(15):
+            circuit.cx(q, q + 1)
+    circuit.measure_all()
+    isa = generate_preset_pass_manager(optimization_level=1, backend=backend).run(circuit)
+    job = SamplerV2(mode=backend).run([isa], shots=4096)
     with pytest.raises(RuntimeJobFailureError) as failure:
         job.result()
     message = str(failure.value)

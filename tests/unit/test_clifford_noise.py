@@ -78,8 +78,10 @@ def run_on_stabilizer(
     )
     result = output.result
     assert isinstance(result, PrimitiveResult)
-    assert engine.report.methods["stabilizer"] >= 1, engine.report.methods
-    assert set(engine.report.methods) == {"stabilizer"}
+    # Terms with wide cones run together on the stabilizer method; terms whose cones are narrow
+    # (estimator_cones.py) may run as exact density matrices beside them.
+    assert engine.report.methods["stabilizer"] == 1, engine.report.methods
+    assert set(engine.report.methods) <= {"stabilizer", "density_matrix"}
     simulator = result.metadata["simulator"]
     return np.asarray(result[0].data.evs), np.asarray(result[0].data.stds), simulator, engine.report.log_lines()
 
@@ -92,7 +94,7 @@ def check_against_density_matrix(circuit: QuantumCircuit, supports: list[list[in
     bound = approximation["expectation_value_bound"]
     assert 0 < approximation["largest_error_distance"] <= bound < 1
     assert approximation["largest_error"]["qubits"] and set(approximation["largest_error"]["qubits"]) <= set(CHAIN)
-    assert simulator["methods"] == {"stabilizer": simulator["methods"]["stabilizer"]}
+    assert simulator["methods"]["stabilizer"] == 1
     assert simulator["predicted_seconds"] > 0
     assert len(log) == 1 and "Pauli twirl" in log[0] and f"{bound:.3g}" in log[0]
     reference = exact_z_expectations(circuit, supports, np.zeros((1, 0)), BACKEND)[0]

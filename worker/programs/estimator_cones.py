@@ -8,9 +8,9 @@ sub-PUB on the same circuit restricted to the union of its terms' cones, whose w
 connected cone qubits stays within ``max_width`` (terms with disjoint cones share a piece at no
 cost: the engine runs disjoint groups separately). A term whose own cone is wider goes alone.
 
-Nothing is split when the whole PUB's cone already fits, or when the circuit is Clifford at
-every binding (the stabilizer method handles any width at once): the PUB then runs as one piece,
-still restricted to the union of its terms' cones.
+Nothing is split when the whole PUB's cone already fits: the PUB then runs as one piece, still
+restricted to the union of its terms' cones. Terms whose cones are wide share one piece when
+their cones are Clifford at every binding (the stabilizer method handles any width at once).
 
 Each piece is an ordinary ``EstimatorPub`` whose observables are its Pauli terms, one per row
 (shape ``(k, 1, ..., 1)``, broadcast against the bindings), so it runs through the plain or the
@@ -42,9 +42,12 @@ from qiskit_runtime_server.worker.engines.estimation import pauli_terms
 from qiskit_runtime_server.worker.engines.light_cone import Cone, backward_cone, restrict
 from qiskit_runtime_server.worker.engines.partition import noise_is_local
 
-# Widest group of interacting cone qubits a piece may hold: a noisy density matrix of this many
-# qubits runs in well under a second, a statevector trajectory of it in a few milliseconds.
-MAX_PIECE_WIDTH = 10
+# Widest group of interacting cone qubits a piece may hold. Terms with disjoint cones share a
+# piece for free (the engine runs disjoint groups apart), so a small width costs few extra
+# pieces, while a noisy density matrix costs 4**width: 8 qubits run in milliseconds.
+MAX_PIECE_WIDTH = 8
+# Most wires a wide cone may need (qubit_reuse.py) to run alone as an exact density matrix.
+MAX_REUSE_WIRES = 10
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,14 @@ class _Groups:
 def plan_pieces(pub: EstimatorPub, terms: list[dict[str, float]], max_width: int = MAX_PIECE_WIDTH) -> list[Piece]:
     """The pieces that together measure every non-identity term of ``pub``.
 
-    One piece holds every term when the cones of all terms together fit in ``max_width`` or the
-    circuit is Clifford at every binding. Returns ``[]`` when the circuit has classical
-    variables (the caller runs the PUB as it is).
+    One piece holds every term when the cones of all terms together fit in ``max_width``.
+    Otherwise terms whose own cone fits are packed first-fit into pieces whose widest group of
+    interacting cone qubits stays within ``max_width``; a term whose cone is wider but whose
+    qubits fit ``MAX_REUSE_WIRES`` wires (``qubit_reuse.py``) goes alone; the other terms with
+    wide cones share one piece when the circuit restricted to their cones is
+    Clifford at every binding (the stabilizer method runs them together at one cost), else each
+    goes alone. Returns ``[]``
+    when the circuit has classical variables (the caller runs the PUB as it is).
     """
     labels = sorted({label for term in terms for label in term if set(label) != {"I"}})
     if not labels:
@@ -105,22 +113,52 @@ def plan_pieces(pub: EstimatorPub, terms: list[dict[str, float]], max_width: int
     # One piece, the union of the cones, when that is cheap already: it still drops every gate
     # outside the cones (the mitigated path measures every qubit of the circuit; qubits left
     # idle are then sampled exactly, without Aer).
-    if whole.width <= max_width or clifford_at_every_binding(
-        restrict(circuit, _union(cones.values())), pub.parameter_values
-    ):
+    if whole.width <= max_width:
         return [_piece(pub, labels, list(cones.values()), whole.width)]
+    order = sorted(labels, key=lambda lab: (min(cones[lab].qubits), lab))
+    narrow = [label for label in order if len(cones[label].qubits) <= max_width]
+    rest = [label for label in order if len(cones[label].qubits) > max_width]
+    medium = [label for label in rest if _few_wires(circuit, cones[label], _support(label))]
+    wide = [label for label in rest if label not in medium]
     packed: list[tuple[list[str], _Groups]] = []
-    for label in sorted(labels, key=lambda lab: (min(cones[lab].qubits), lab)):
+    for label in narrow:
         qubits = cones[label].qubits
-        target = None
-        if len(qubits) <= max_width:
-            target = next((p for p in packed if p[1].width_with(qubits) <= max_width), None)
+        target = next((p for p in packed if p[1].width_with(qubits) <= max_width), None)
         if target is None:
             target = ([], _Groups())
             packed.append(target)
         target[0].append(label)
         target[1].add(qubits)
-    return [_piece(pub, members, [cones[m] for m in members], groups.width) for members, groups in packed]
+    pieces = [_piece(pub, members, [cones[m] for m in members], groups.width) for members, groups in packed]
+    # A cone too wide to pack that fits few wires once its qubits are traced out after their
+    # last gate (qubit_reuse.py) runs alone, exactly.
+    pieces.extend(_piece(pub, [label], [cones[label]], len(cones[label].qubits)) for label in medium)
+    wide_cones = [cones[label] for label in wide]
+    if len(wide) > 1 and clifford_at_every_binding(restrict(circuit, _union(wide_cones)), pub.parameter_values):
+        together = _Groups()
+        for cone in wide_cones:
+            together.add(cone.qubits)
+        pieces.append(_piece(pub, wide, wide_cones, together.width))
+    else:
+        pieces.extend(_piece(pub, [label], [cones[label]], len(cones[label].qubits)) for label in wide)
+    return pieces
+
+
+def _few_wires(circuit: QuantumCircuit, cone: Cone, support: list[int]) -> bool:
+    """Whether the cone, measured on ``support``, can be scheduled onto few wires."""
+    from qiskit.circuit import ClassicalRegister
+
+    from qiskit_runtime_server.worker.engines.compaction import compact_circuit
+    from qiskit_runtime_server.worker.engines.qubit_reuse import schedule
+
+    keep = sorted(cone.qubits)
+    sub = compact_circuit(restrict(circuit, cone), keep, others="drop")
+    register = ClassicalRegister(len(support), "__qrs_cone")
+    sub.add_register(register)
+    for bit, qubit in enumerate(support):
+        sub.measure(keep.index(qubit), register[bit])
+    plan = schedule(sub)
+    return plan is not None and plan.width <= MAX_REUSE_WIRES
 
 
 def _union(cones: Any) -> Cone:
