@@ -18,13 +18,9 @@ session_expiry   a read of the session or a job submitted to it:     backend, in
                  the session closes, as on its ``max_ttl``
 
 Each rule fires with its ``probability`` (1 by default) and at most ``count`` times (unlimited by
-default). Rules live in Redis, so every API process and worker of a deployment sees the same
-ones and shares their counts:
-
-key                   type    content
-qrs:faults            hash    rule id -> FaultRule (msgspec JSON)
-qrs:faults:left       hash    rule id -> firings left (only rules with a ``count``)
-qrs:faults:fired      hash    rule id -> times fired
+default). Rules live in Redis (``qrs:faults``, ``qrs:faults:left``, ``qrs:faults:fired``:
+``shared/keys.py``), so every API process and worker of a deployment sees the same ones and
+shares their counts.
 
 A process consults them only when fault injection is on for it (:func:`enabled`): otherwise no
 request or job pays a Redis command for them.
@@ -49,9 +45,7 @@ from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.models import REASON_EXECUTION_ERROR
 from qiskit_runtime_server.shared.settings import Settings
 
-RULES = f"{keys.PREFIX}faults"
-LEFT = f"{keys.PREFIX}faults:left"
-FIRED = f"{keys.PREFIX}faults:fired"
+RULES, LEFT, FIRED = keys.FAULTS, keys.FAULTS_LEFT, keys.FAULTS_FIRED
 
 JOB_FAILURE = "job_failure"
 JOB_CANCEL = "job_cancel"

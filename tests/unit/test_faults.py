@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import fakeredis
-import httpx
 import pytest
 
 from qiskit_runtime_server.api.app import create_app
@@ -76,7 +75,9 @@ def test_matching() -> None:
     assert not matches(rule, {"route": "/api/v1/backends", "method": "POST"})
     assert matches(FaultRule(effect="latency", route="/identity/token"), {"route": "/identity/token"})
     # The full routed path works too; no route set matches every route.
-    assert matches(FaultRule(effect="latency", route="/api/v1/backends/*/status"), {"route": "/api/v1/backends/x/status"})
+    assert matches(
+        FaultRule(effect="latency", route="/api/v1/backends/*/status"), {"route": "/api/v1/backends/x/status"}
+    )
     assert matches(FaultRule(effect="latency"), {"route": "/anything", "method": "GET"})
     backend = FaultRule(effect="job_failure", backend="fake_*", program="sampler", instance="crn:a")
     assert matches(backend, {"backend": "fake_manila", "program": "sampler", "instance": "crn:a"})
@@ -148,7 +149,10 @@ def test_configured_rules_from_variable_and_file(tmp_path: Path) -> None:
     file = tmp_path / "faults.json"
     file.write_text(json.dumps({"faults": [{"effect": "backend_status", "backend": "fake_manila", "id": "down"}]}))
     settings = load_settings(
-        {"QRS_FAULTS": '[{"effect": "latency", "latency_ms": 50}, {"effect": "job_cancel"}]', "QRS_FAULTS_FILE": str(file)}
+        {
+            "QRS_FAULTS": '[{"effect": "latency", "latency_ms": 50}, {"effect": "job_cancel"}]',
+            "QRS_FAULTS_FILE": str(file),
+        }
     )
     rules = faults.configured_rules(settings)
     assert [r.id for r in rules] == ["config-1", "config-2", "down"]
@@ -240,7 +244,9 @@ async def test_access_control_needs_an_admin_key() -> None:
         ops = {"Authorization": "apikey ops"}
         added = await http.post("/admin/faults", json=rule, headers=ops)
         assert added.status_code == 201
-        assert [f["id"] for f in (await http.get("/admin/faults", headers=ops)).json()["faults"]] == [added.json()["id"]]
+        assert [f["id"] for f in (await http.get("/admin/faults", headers=ops)).json()["faults"]] == [
+            added.json()["id"]
+        ]
 
 
 async def test_admin_route_crud_and_validation() -> None:
@@ -290,7 +296,9 @@ async def test_latency_delays_the_matching_route_only() -> None:
 
 async def test_backend_status_fault_takes_the_backend_offline() -> None:
     async with in_process_api(ON) as http:
-        await http.post("/admin/faults", json={"effect": "backend_status", "backend": "fake_manila", "status": "internal"})
+        await http.post(
+            "/admin/faults", json={"effect": "backend_status", "backend": "fake_manila", "status": "internal"}
+        )
         status = (await http.get("/api/v1/backends/fake_manila/status")).json()
         assert status["state"] is False and status["status"] == "internal"
         assert (await http.get("/api/v1/backends/fake_lima/status")).json()["state"] is True
