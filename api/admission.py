@@ -7,6 +7,7 @@ import time
 from starlette.requests import Request
 
 from qiskit_runtime_server.api.auth import Principal
+from qiskit_runtime_server.api.faults import expire_session
 from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared.errors import Conflict, Forbidden, InvalidRequest, SessionNotFound
 from qiskit_runtime_server.shared.models import JobSubmission
@@ -45,7 +46,7 @@ async def check_session(request: Request, principal: Principal, submission: JobS
     found = await app_state(request)["sessions"].refresh(submission.session_id)
     if found is None or found[0].instance != principal.instance:
         raise SessionNotFound(submission.session_id)
-    record, act = found
+    record, act = await expire_session(request, found)
     if state_of(record, act, time.time()) == "closed":
         raise Conflict(f"Session {record.id} is closed.")
     if not record.accepting_jobs:

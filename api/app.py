@@ -6,6 +6,7 @@ Request path::
     client ─HTTP─> uvicorn with api/server.py's protocol (deadlines, head size, IBM-format parse errors)
                    -> HostCheckMiddleware (Host allow-list, foreign Origin refused: api/origins.py)
                    -> PrefixMiddleware (catalog by Host, ".../api/v1" -> "/api/v1", no trailing slash, query length)
+                   -> FaultMiddleware (injected latency and HTTP errors, only when fault injection is on)
                    -> Router: /identity/token, /search/..., /catalog/..., /openapi.json,
                       /api/v1/{backends,jobs,sessions,instances}, /dashboard (page, /dashboard/api, WS /dashboard/ws)
                    -> handler (api/routes/*.py; bodies through api/body.py) -> JobStore (Redis) -> arq queue
@@ -36,6 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qiskit_runtime_server.api import auth
+from qiskit_runtime_server.api import faults as fault_routes
 from qiskit_runtime_server.api.access import load_policy
 from qiskit_runtime_server.api.dashboard import live, page
 from qiskit_runtime_server.api.dashboard import routes as dashboard
@@ -46,7 +48,7 @@ from qiskit_runtime_server.api.proxy.hosts import local_path
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse, error_response
 from qiskit_runtime_server.api.routes import backends, instances, job_actions, jobs, ops, reset, sessions
 from qiskit_runtime_server.api.state import AppState
-from qiskit_runtime_server.shared import keys
+from qiskit_runtime_server.shared import faults, keys
 from qiskit_runtime_server.shared.backends import BackendCatalog
 from qiskit_runtime_server.shared.errors import MORE_INFO, ApiError, UriTooLong
 from qiskit_runtime_server.shared.queue import connect, redis_settings
@@ -208,6 +210,9 @@ def create_app(
     access = load_policy(settings)
     timing = settings.timing_policy()  # one queue-time sequence per API process (QRS_TIMING_SEED)
     reset.reset_mode(settings)  # a wrong QRS_ALLOW_RESET fails here, at start-up
+    # A wrong QRS_ALLOW_FAULTS or an invalid configured rule fails here, at start-up.
+    faults.allow_mode(settings)
+    configured_faults = faults.configured_rules(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -231,6 +236,7 @@ def create_app(
                 await hub.start()
                 stack.push_async_callback(hub.stop)
                 store = JobStore(commands, settings.job_retention)
+                await faults.install_configured(faults.FaultStore(commands), configured_faults)
                 state: AppState = {
                     "settings": settings,
                     "pool": commands,
@@ -260,6 +266,7 @@ def create_app(
         Route("/openapi.json", openapi),
         *ops.routes,
         *reset.routes,
+        *fault_routes.routes,
         Route("/identity/token", auth.issue_token, methods=["POST"]),
         Route("/search/v3/resources/search", auth.search_resources, methods=["POST"]),
         Route("/v3/resources/search", auth.search_resources, methods=["POST"]),
@@ -287,6 +294,8 @@ def create_app(
     for route in routes:
         if isinstance(route, Mount):
             route.app.redirect_slashes = False  # type: ignore[attr-defined]
+    # Inside PrefixMiddleware: fault rules match the path as routed (api/faults.py).
+    app.add_middleware(fault_routes.FaultMiddleware, settings=settings)
     app.add_middleware(PrefixMiddleware, max_query_bytes=settings.max_query_bytes)
     # Added last, so it runs first: a request for a foreign Host is refused before anything else.
     app.add_middleware(HostCheckMiddleware, settings=settings)

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from starlette.routing import BaseRoute, Mount, Route
 
+from qiskit_runtime_server.shared.faults import FaultRule
 from qiskit_runtime_server.shared.models import JobSubmission, TagsUpdate
 from qiskit_runtime_server.shared.sessions import SessionCreate, SessionPatch
 
@@ -131,6 +132,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "auth": False,
         "body": {"required": True, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
     },
+    # docs/faults.md: QRS_ALLOW_FAULTS gates adding and removing rules; an admin key with access control on.
+    ("GET", "/admin/faults"): {
+        "summary": "The fault rules, with remaining and fired (an admin key with access control on).",
+        "auth": False,
+    },
+    ("POST", "/admin/faults"): {
+        "summary": "Add a fault rule (QRS_ALLOW_FAULTS).",
+        "auth": False,
+        "body": _json_body("FaultRule"),
+    },
+    ("DELETE", "/admin/faults"): {"summary": "Remove every fault rule (QRS_ALLOW_FAULTS).", "auth": False},
+    ("DELETE", "/admin/faults/{fault_id}"): {"summary": "Remove one fault rule (QRS_ALLOW_FAULTS).", "auth": False},
     ("POST", "/identity/token"): {
         "summary": "IAM token exchange: an API key becomes a bearer JWT.",
         "auth": False,
@@ -235,7 +248,7 @@ def mounted_operations(routes: Iterable[BaseRoute], prefix: str = "") -> list[tu
 
 def _components() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(
-        [JobSubmission, TagsUpdate, SessionCreate, SessionPatch], ref_template=_REF
+        [JobSubmission, TagsUpdate, SessionCreate, SessionPatch, FaultRule], ref_template=_REF
     )
     # params is kept as raw JSON by the API (msgspec.Raw: any value); it must be an object.
     schemas["JobSubmission"]["properties"]["params"] = {

@@ -40,6 +40,9 @@ qrs:dash:{scope}:status:{s}:{b} zset    the same, on backend b only (state + bac
 qrs:dash:all:jobs[:{f}:{v}]     zset    every instance's job ids (f: backend or program)
 qrs:dash:usage:{YYYY-MM}        hash    instance -> simulation seconds that month
 qrs:dash:runs:{backend}         list    the backend's latest running times (seconds), newest first
+qrs:faults                      hash    fault rule id -> FaultRule (msgspec JSON; shared/faults.py)
+qrs:faults:left                 hash    fault rule id -> firings left (rules with a count only)
+qrs:faults:fired                hash    fault rule id -> times fired
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ INDEXES = f"{PREFIX}indexes"
 OPEN_SESSIONS = f"{PREFIX}sessions:open"
 # Pub/sub channel of job state changes (JSON: id, instance, backend, program, status, times).
 JOB_EVENTS_CHANNEL = f"{PREFIX}job-events"
+# Fault injection (shared/faults.py): the rules, their firings left and their firings so far.
+FAULTS = f"{PREFIX}faults"
+FAULTS_LEFT = f"{PREFIX}faults:left"
+FAULTS_FIRED = f"{PREFIX}faults:fired"
 # The dashboard scope that aggregates every instance.
 ALL_SCOPE = "all"
 

@@ -200,6 +200,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # Seconds of QPU time added to every timed job, IBM's per-job overhead (loading the
     # instruments, compiling the pulses).
     qpu_overhead: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    # == Fault injection ==
+    # ``/admin/faults`` (add, list and remove fault rules, docs/faults.md), for tests and CI.
+    # ``false``: adding and removing rules is refused (403). ``true``: allowed to an admin key with
+    # access control on, and in open mode only while ``QRS_HOST`` is a loopback address. ``force``:
+    # in open mode on any address too. Not ``false`` also makes this process apply the stored
+    # rules: give API and workers the same value.
+    allow_faults: str = "false"
+    # Fault rules installed at start-up (JSON: one rule, a list, or ``{"faults": [...]}``; docs/faults.md),
+    # e.g. ``[{"effect": "http_error", "route": "/jobs", "method": "POST", "status_code": 503, "count": 2}]``.
+    # Set: this process applies the stored rules, whatever ``QRS_ALLOW_FAULTS`` says.
+    faults: str | None = None
+    # JSON file of fault rules installed at start-up, in the form ``QRS_FAULTS`` takes (both may be set).
+    faults_file: str | None = None
 
     # == Logging ==
     # Log level.

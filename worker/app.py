@@ -16,6 +16,7 @@ from arq.typing import WorkerCoroutine
 from arq.worker import func
 from redis.exceptions import RedisError
 
+from qiskit_runtime_server.shared import faults
 from qiskit_runtime_server.shared.logs import job_id_var
 from qiskit_runtime_server.shared.queue import RUN_JOB
 from qiskit_runtime_server.shared.routing import Router, worker_class
@@ -71,7 +72,13 @@ def build_worker(settings: Settings, pool: ArqRedis, *, embedded: bool = False, 
     sweeper = OrphanSweeper(pool, settings.queue_name, settings.job_lease)
     doorbell = Doorbell(pool, router.own, router.other)
 
+    fault_store = faults.FaultStore(pool) if faults.enabled(settings) else None
+    configured_faults = faults.configured_rules(settings)
+
     async def startup(ctx: dict[str, Any]) -> None:
+        if fault_store is not None:
+            await faults.install_configured(fault_store, configured_faults)
+            ctx["faults"] = fault_store
         ctx.update(
             store=JobStore(pool, settings.job_retention),
             runner=runner,

@@ -27,6 +27,8 @@ from arq import Retry
 from arq.constants import retry_key_prefix
 from redis.exceptions import RedisError
 
+from qiskit_runtime_server.shared import faults
+from qiskit_runtime_server.shared.faults import FaultStore
 from qiskit_runtime_server.shared.models import (
     REASON_EXECUTION_ERROR,
     REASON_INFRASTRUCTURE,
@@ -58,6 +60,7 @@ class WorkerContext(TypedDict):
     router: NotRequired[Router]
     forwarded: NotRequired[set[str]]
     fenced: NotRequired[set[str]]  # jobs whose late result was refused (worker/app.py skips arq's cleanup)
+    faults: NotRequired[FaultStore]  # only when fault injection is on (shared/faults.py)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,26 @@ def _program_error(exc: ProgramError) -> Ending:
         {"reason": f"Error in job execution: {message}", "reason_code": REASON_EXECUTION_ERROR},
         [f"{_now()} ERROR {message}"],
     )
+
+
+async def _injected_fault(ctx: WorkerContext, program_id: str, backend: str, instance: str) -> Ending | None:
+    """The ending a ``job_failure`` or ``job_cancel`` fault rule gives the job that just started
+    (docs/faults.md), or ``None``: the job runs. Only when fault injection is on for this worker."""
+    store = ctx.get("faults")
+    if store is None:
+        return None
+    event = {"backend": backend, "program": program_id, "instance": instance}
+    rules = await store.snapshot(faults.JOB_EFFECTS)
+    candidates = [r for effect in (faults.JOB_FAILURE, faults.JOB_CANCEL) for r in rules.live(effect, event)]
+    rule = await store.first_firing(sorted(candidates, key=lambda r: (r.created or 0.0, r.id)))
+    if rule is None:
+        return None
+    reason = faults.job_reason(rule)
+    fields: dict[str, object] = {"reason": reason}
+    if rule.reason_code is not None:
+        fields["reason_code"] = rule.reason_code
+    status = JobStatus.FAILED if rule.effect == faults.JOB_FAILURE else JobStatus.CANCELLED
+    return Ending(status, reason.encode(), fields, [f"{_now()} ERROR {reason} (fault rule {rule.id})"])
 
 
 def _completed(outcome: Any, job_id: str, worker_id: str, attempt: int) -> Ending:
@@ -169,16 +192,22 @@ async def run_job(ctx: WorkerContext, job_id: str) -> str:
         if record is None:
             return _settled(ctx, "skipped")
         claim = Claim(ctx["worker_id"], attempt)
-        cap = _prediction_cap(record.cost, settings)
-        timing = record.qpu_overhead is not None
-        request = _request(job_id, record.program_id, record.backend, params, settings, max_seconds=cap, timing=timing)
-        limit = min(record.cost or settings.max_execution_time, settings.max_execution_time)
-        ended = await _run(ctx, request, limit)
-        if ended is not None and not isinstance(ended, Ending) and record.qpu_overhead is not None:
-            ended = await _hold_for_qpu_time(store, record, claim, ended, limit)
-        if ended is None:
-            return "stopped"
-        ending = ended if isinstance(ended, Ending) else _completed(ended, job_id, ctx["worker_id"], attempt)
+        injected = await _injected_fault(ctx, record.program_id, record.backend, record.instance)
+        if injected is not None:
+            ending = injected
+        else:
+            cap = _prediction_cap(record.cost, settings)
+            timing = record.qpu_overhead is not None
+            request = _request(
+                job_id, record.program_id, record.backend, params, settings, max_seconds=cap, timing=timing
+            )
+            limit = min(record.cost or settings.max_execution_time, settings.max_execution_time)
+            ended = await _run(ctx, request, limit)
+            if ended is not None and not isinstance(ended, Ending) and record.qpu_overhead is not None:
+                ended = await _hold_for_qpu_time(store, record, claim, ended, limit)
+            if ended is None:
+                return "stopped"
+            ending = ended if isinstance(ended, Ending) else _completed(ended, job_id, ctx["worker_id"], attempt)
     if not await finish_fenced(store, claim, job_id, ending.status, ending.result, log=ending.log, **ending.fields):
         ctx.get("fenced", set()).add(job_id)
         return _settled(ctx, "fenced")

@@ -12,11 +12,14 @@ from starlette.routing import Route
 from qiskit_runtime_server.api.api_version import lists_device_names
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.dashboard.estimates import queue_estimate
+from qiskit_runtime_server.api.faults import backend_status_fault, offline_backends
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse
 from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared import keys
 from qiskit_runtime_server.shared.backends import ServedBackend
 from qiskit_runtime_server.shared.errors import InvalidRequest
+
+ONLINE = {"name": "online", "reason": "available"}
 
 
 def _bool_param(value: str | None) -> bool:
@@ -32,7 +35,7 @@ async def list_backends(request: Request) -> Response:
     of API versions before 2025-05-01 (qiskit-ibm-runtime 0.40) get the served names alone
     (api/api_version.py).
     """
-    authenticate(request)
+    principal = authenticate(request)
     catalog = app_state(request)["catalog"]
     names = catalog.names(include_mocks=_bool_param(request.query_params.get("include_mocks")))
     if lists_device_names(request):
@@ -43,6 +46,11 @@ async def list_backends(request: Request) -> Response:
             pipe.scard(keys.pending(name))
         counts = dict(zip(everything, await pipe.execute(), strict=True))
     devices = [catalog.get(n).device_entry(sum(int(counts[m]) for m in catalog.same_queue(n))) for n in names]
+    # Fault injection (api/faults.py): a backend_status rule shows its backend offline here too.
+    offline = await offline_backends(request, names, principal.instance)
+    for device in devices:
+        if (rule := offline.get(str(device["name"]))) is not None and device["status"] == ONLINE:
+            device["status"] = {"name": "offline", "reason": rule.status}
     return MsgspecResponse({"devices": devices})
 
 
@@ -85,12 +93,16 @@ async def properties(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """``GET /backends/{name}/status``: always operational; ``length_queue`` counts the pending
+    """``GET /backends/{name}/status``: operational; ``length_queue`` counts the pending
     jobs of the device under all its names; ``estimated_wait_seconds`` (an extra field: the
     client's ``backend_status`` copies only the fields it knows, so it is ignored there) is
     the wait of a job submitted now, ``None`` without a live worker (api/dashboard/estimates.py;
-    with IBM-like timing it includes the mean queue time, docs/timing.md)."""
-    authenticate(request)
+    with IBM-like timing it includes the mean queue time, docs/timing.md).
+
+    A ``backend_status`` fault rule (docs/faults.md) makes it ``"state": false`` with ``status``
+    ``maintenance`` or ``internal``, as IBM reports a backend that is down: the client's
+    ``backend.status().operational`` is then ``False`` and ``status_msg`` that status."""
+    principal = authenticate(request)
     name = request.path_params["name"]
     catalog = app_state(request)["catalog"]
     backend = catalog.get(name)
@@ -99,11 +111,12 @@ async def status(request: Request) -> Response:
         queue += await app_state(request)["store"].pending_count(other)
     timed = functools.partial(app_state(request)["timing"].mean_queue_seconds, catalog)
     wait = (await queue_estimate(app_state(request)["pool"], [name], timed)).wait_for(name)
+    fault = await backend_status_fault(request, name, principal.instance)
     return MsgspecResponse(
         {
-            "state": True,
-            "status": "active",
-            "message": "available",
+            "state": fault is None,
+            "status": "active" if fault is None else fault.status,
+            "message": "available" if fault is None else (fault.message or fault.status),
             "length_queue": queue,
             "backend_version": str(backend.configuration.get("backend_version", "1.0.0")),
             "estimated_wait_seconds": None if wait is None else round(wait, 3),

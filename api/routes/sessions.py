@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.body import decode_json, read_limited
+from qiskit_runtime_server.api.faults import expire_session
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared.errors import InvalidRequest, SessionNotFound
@@ -39,7 +40,7 @@ async def _load(request: Request) -> SessionRecord:
     found = await app_state(request)["sessions"].refresh(session_id)
     if found is None or found[0].instance != principal.instance:
         raise SessionNotFound(session_id)
-    return found[0]
+    return (await expire_session(request, found))[0]
 
 
 async def create_session(request: Request) -> Response:

@@ -1,0 +1,1 @@
+"""Helpers for testing clients against the server (fault injection: ``faults``)."""
