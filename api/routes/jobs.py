@@ -330,11 +330,11 @@ async def get_job(request: Request) -> Response:
     if not record.private and not _bool_param(request.query_params.get("exclude_params")):
         raw = await app_state(request)["store"].params(record.id)
         params = msgspec.Raw(raw) if raw is not None else None
-    return MsgspecResponse(job_view(record, params))
+    return MsgspecResponse(job_view(record, app_state(request)["settings"].max_execution_time, params))
 
 
 async def job_results(request: Request) -> Response:
-    """``GET /jobs/{id}/results``: the RuntimeEncoder text of the result.
+    """``GET /jobs/{id}/results``: the RuntimeEncoder text of the result, as ``text/plain``.
 
     Failed and cancelled jobs answer 200 with their error text: the client reads it to build
     its error message (docs/protocol.md P9). The result of a completed ``private`` job is handed out
@@ -352,8 +352,9 @@ async def job_results(request: Request) -> Response:
     if result is None:
         text = record.reason or ""
         return PlainTextResponse(text)
-    media = "application/json" if record.status == JobStatus.COMPLETED else "text/plain"
-    return Response(result, media_type=media)
+    # text/plain as in IBM's API document, also for a completed job's JSON text: the client
+    # reads ``response.text``, QRMI's generated client accepts a string only as text/plain.
+    return Response(result, media_type="text/plain; charset=utf-8")
 
 
 async def job_logs(request: Request) -> Response:
