@@ -61,7 +61,12 @@ async def test_version_2024_01_01_lists_the_same_names_as_strings(client: httpx.
 
 
 async def test_other_versions_keep_the_device_objects(client: httpx.AsyncClient) -> None:
-    for headers in ({"IBM-API-Version": "2025-01-01"}, {"IBM-API-Version": "2025-05-01"}, {"IBM-API-Version": "2026-04-15"}, {}):
+    for headers in (
+        {"IBM-API-Version": "2025-01-01"},
+        {"IBM-API-Version": "2025-05-01"},
+        {"IBM-API-Version": "2026-04-15"},
+        {},
+    ):
         devices = await _devices(client, headers)
         manila = next(d for d in devices if isinstance(d, dict) and d["name"] == "fake_manila")
         assert manila["status"] == {"name": "online", "reason": "available"} and manila["qubits"] == 5
