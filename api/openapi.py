@@ -156,7 +156,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v3/resources/search"): {"summary": "Global Search (path without the /search prefix)."},
     ("GET", "/catalog/{plan_id}"): {"summary": "Global Catalog: an instance plan's name and pricing."},
     ("GET", "/api/v1/backends"): {
-        "summary": "The served fake backends (IBM-API-Version before 2025-05-01: their names only)."
+        "summary": "The served fake backends (IBM-API-Version before 2025-01-01: their names only)."
     },
     ("GET", "/api/v1/backends/{name}/configuration"): {"summary": "A backend's configuration."},
     ("GET", "/api/v1/backends/{name}/properties"): {

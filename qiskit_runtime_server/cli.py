@@ -65,10 +65,14 @@ export QISKIT_IBM_TOKEN=any-api-key
 export QISKIT_IBM_INSTANCE='{settings.instance}'
 export HTTPS_PROXY=http://{listen}:{settings.proxy_port}
 export REQUESTS_CA_BUNDLE={proxy.bundle}
+export SSL_CERT_FILE={proxy.bundle}
 export NO_PROXY=127.0.0.1,localhost
 unset QISKIT_IBM_URL IAM_URL GLOBAL_SEARCH_URL GLOBAL_CATALOG_URL
 
 then: from qiskit_ibm_runtime import QiskitRuntimeService; service = QiskitRuntimeService()
+REQUESTS_CA_BUNDLE is read by qiskit-ibm-runtime (requests); SSL_CERT_FILE by clients on the
+system store, such as QRMI (rustls), with IBM's URLs in its *_QRMI_IBM_QCS_* variables
+(docs/qrmi.md).
 """
 
 

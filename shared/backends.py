@@ -226,9 +226,14 @@ class ServedBackend:
     def device_entry(self, queue_length: int) -> dict[str, object]:
         """This name's entry in ``GET /backends`` (docs/protocol.md §4.2).
 
-        Only a primary entry has status ``online``; other real names say ``alias`` and name the
-        device in ``alias_of``, mock entries carry ``"class": "mock"``: the client's
-        ``least_busy`` keeps only ``online`` entries that are not mocks.
+        Every name is ``online`` (IBM's schema knows only ``online``, ``paused`` and
+        ``offline``); names other than the primary one say ``another name of ...`` in
+        ``status.reason`` and name the device in ``alias_of``, mock entries carry ``"class":
+        "mock"``. The client's ``least_busy`` keeps the ``online`` entries that are not mocks and
+        sorts them stably by ``queue_length``; every name of a device has the device's queue
+        length and primary names are listed first, so it still picks a primary name.
+        ``processor_type`` is given with strings, as in IBM's schema (the configurations carry
+        ``revision`` as a number).
         """
         entry: dict[str, object] = {
             "name": self.name,
@@ -242,11 +247,19 @@ class ServedBackend:
         if self.is_mock:
             entry["class"] = MOCK_CLASS
         elif self.role != "device":
-            entry["status"] = {"name": "alias", "reason": f"another name of {self.device.name}"}
+            entry["status"] = {"name": "online", "reason": f"another name of {self.device.name}"}
             entry["alias_of"] = self.device.name
         if processor_type := self.device.raw_configuration.get("processor_type"):
-            entry["processor_type"] = processor_type
+            entry["processor_type"] = _processor_type(processor_type)
         return entry
+
+
+def _processor_type(raw: object) -> object:
+    """A configuration's ``processor_type`` with ``family``, ``revision`` and ``segment`` as
+    strings (or ``null``), IBM's schema for ``GET /backends``; anything else is passed on."""
+    if not isinstance(raw, dict):
+        return raw
+    return {k: (None if v is None else str(v)) if k in ("family", "revision", "segment") else v for k, v in raw.items()}
 
 
 def parse_aliases(text: str) -> list[tuple[str, str]]:

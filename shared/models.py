@@ -111,8 +111,13 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def job_view(record: JobRecord, params: msgspec.Raw | None = None) -> dict[str, object]:
-    """The ``GET /jobs/{id}`` body for ``record`` (docs/protocol.md §5.4); ``params`` is added when given."""
+def job_view(record: JobRecord, max_execution_time: int, params: msgspec.Raw | None = None) -> dict[str, object]:
+    """The ``GET /jobs/{id}`` body for ``record`` (docs/protocol.md §5.4); ``params`` is added when given.
+
+    ``cost`` is the job's effective time limit in seconds, as on IBM (whose schema makes it a
+    required integer): its own ``max_execution_time`` capped by the server's
+    ``max_execution_time``, which is also the limit of a job that set none (worker/tasks.py).
+    """
     state: dict[str, object] = {"status": record.status.value}
     if record.reason is not None:
         state["reason"] = record.reason
@@ -130,7 +135,7 @@ def job_view(record: JobRecord, params: msgspec.Raw | None = None) -> dict[str, 
         "tags": record.tags,
         "runtime": record.runtime,
         "private": record.private,
-        "cost": record.cost,
+        "cost": min(record.cost or max_execution_time, max_execution_time),
         "user_id": record.user,
         "usage": {"quantum_seconds": usage_seconds, "seconds": usage_seconds},
         "estimated_running_time_seconds": record.qpu_seconds,

@@ -31,6 +31,7 @@ from qiskit_runtime_server.worker.programs.device_class import job_device_class
 from qiskit_runtime_server.worker.programs.executor import run_executor
 from qiskit_runtime_server.worker.programs.noise_learner import run_noise_learner
 from qiskit_runtime_server.worker.programs.primitives import PROGRAMS as PRIMITIVES
+from qiskit_runtime_server.worker.programs.qasm_input import circuits_from_qasm
 from qiskit_runtime_server.worker.programs.qpu_time import job_qpu_seconds
 from qiskit_runtime_server.worker.programs.served import served_backend
 
@@ -97,6 +98,8 @@ def execute(request: ExecutionRequest) -> Outcome:
     except ApiError as exc:
         raise ProgramError(exc.message) from None
     params = decode_params(request.params, plain=request.program_id in _PLAIN_JSON_PROGRAMS)
+    # OpenQASM 3 circuits become QuantumCircuits here, before anything reads the PUBs.
+    circuits_from_qasm(request.program_id, params)
     if request.classify:
         device_class, why = job_device_class(request.program_id, params, request.defaults, _memory_limit_mb)
         return Outcome(b"", [why], 0, 0.0, qiskit.__version__, device_class=device_class)

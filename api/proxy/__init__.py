@@ -5,5 +5,6 @@ search, catalog and runtime hosts from IBM's domain, so no URL setting reaches t
 They do honour ``HTTPS_PROXY`` and ``REQUESTS_CA_BUNDLE`` (``requests``), so the server can
 stand in for IBM's hosts: :mod:`.hosts` names the hosts, :mod:`.ca` issues their certificate
 from a name-constrained CA of our own, and :mod:`.tunnel` terminates TLS and hands each
-request to the local API.
+request to the local API. Clients on the system certificate store (QRMI's rustls) read
+``SSL_CERT_FILE`` instead of ``REQUESTS_CA_BUNDLE``; the printed recipe sets both to the bundle.
 """

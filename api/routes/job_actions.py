@@ -82,7 +82,7 @@ def parse_query(request: Request, instance: str) -> JobQuery:
 
 
 async def list_jobs(request: Request) -> Response:
-    """``GET /jobs``: ``{"jobs": [...], "count": total}``, newest first unless ``sort=ASC``.
+    """``GET /jobs``: ``{"jobs": [...], "count": total, "offset", "limit"}``, newest first unless ``sort=ASC``.
 
     ``count`` is the number of matches ignoring ``limit``/``offset``; the client pages on it.
     Only the calling instance's jobs are listed, and jobs on mock devices (dry runs) only with
@@ -93,7 +93,9 @@ async def list_jobs(request: Request) -> Response:
     principal = authenticate(request)
     query = parse_query(request, principal.instance)
     records, count = await app_state(request)["store"].find(query)
-    return MsgspecResponse({"jobs": [job_view(r) for r in records], "count": count, "limit": query.limit})
+    limit = app_state(request)["settings"].max_execution_time
+    jobs = [job_view(r, limit) for r in records]
+    return MsgspecResponse({"jobs": jobs, "count": count, "offset": query.offset, "limit": query.limit})
 
 
 async def cancel_job(request: Request) -> Response:

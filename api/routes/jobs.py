@@ -16,6 +16,7 @@ from starlette.routing import Route
 from qiskit_runtime_server.api.admission import admit
 from qiskit_runtime_server.api.auth import authenticate
 from qiskit_runtime_server.api.body import decode_json, read_limited
+from qiskit_runtime_server.api.qasm_check import check_qasm_text
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared.errors import InvalidRequest, JobNotFound, NotFound, ProgramNotFound
@@ -164,6 +165,13 @@ def _pub_value(raw: msgspec.Raw, where: str, kind: str, max_shots: int) -> objec
         raise InvalidRequest(f"{where}: precision must be below {MAX_PRECISION:g}, got {text}.") from None
 
 
+def _check_qasm(raw: msgspec.Raw, where: str) -> None:
+    """The light submission check of a PUB circuit given as an OpenQASM 3 string (api/qasm_check.py)."""
+    text = msgspec.json.decode(raw)
+    if isinstance(text, str):
+        check_qasm_text(text, where)
+
+
 # PUB lengths qiskit's SamplerPub/EstimatorPub.coerce accept (and their message).
 _PUB_LENGTHS = {"sampler": (1, 3, "1, 2 or 3"), "estimator": (2, 4, "2, 3 or 4")}
 
@@ -178,8 +186,9 @@ def validate_pub_numbers(program_id: str, params: _PrimitiveParams, max_shots: i
     ``options.default_precision`` are checked like the PUBs' own. Shots must be integers in
     ``1..max_shots`` (``QRS_MAX_SHOTS``); precisions numbers > 0 whose ``ceil(1 / precision**2)``
     shots stay within ``max_shots`` (at least ``1/sqrt(max_shots)``) and below
-    :data:`MAX_PRECISION`. Only the PUB element holding the number is decoded, never the
-    circuits, so this costs nothing for large PUBs and needs no qiskit.
+    :data:`MAX_PRECISION`. Only the PUB element holding the number is decoded, never QPY
+    circuits, so this costs nothing for large PUBs and needs no qiskit; a circuit given as an
+    OpenQASM 3 string gets the light check of api/qasm_check.py.
 
     Raises:
         InvalidRequest: the first bad value, naming its PUB (400, IBM's error format).
@@ -191,10 +200,15 @@ def validate_pub_numbers(program_id: str, params: _PrimitiveParams, max_shots: i
     position = 2 if program_id == "sampler" else 3
     shortest, longest, lengths = _PUB_LENGTHS[program_id]
     for index, raw in enumerate(params.pubs):
+        where = f"PUB {index}"
+        if bytes(raw).lstrip().startswith(b'"'):
+            _check_qasm(raw, where)  # a circuit alone, as OpenQASM 3
+            continue
         if not bytes(raw).lstrip().startswith(b"["):
             continue  # not a PUB list: the worker refuses it with the details
         items = _decode_pub_items(raw)
-        where = f"PUB {index}"
+        if items and bytes(items[0]).lstrip().startswith(b'"'):
+            _check_qasm(items[0], where)
         if not shortest <= len(items) <= longest:
             raise InvalidRequest(f"{where}: the length of pub must be {lengths}, but length {len(items)} is given.")
         if len(items) <= position:
@@ -343,11 +357,11 @@ async def get_job(request: Request) -> Response:
     if not record.private and not _bool_param(request.query_params.get("exclude_params")):
         raw = await app_state(request)["store"].params(record.id)
         params = msgspec.Raw(raw) if raw is not None else None
-    return MsgspecResponse(job_view(record, params))
+    return MsgspecResponse(job_view(record, app_state(request)["settings"].max_execution_time, params))
 
 
 async def job_results(request: Request) -> Response:
-    """``GET /jobs/{id}/results``: the RuntimeEncoder text of the result.
+    """``GET /jobs/{id}/results``: the RuntimeEncoder text of the result, as ``text/plain``.
 
     Failed and cancelled jobs answer 200 with their error text: the client reads it to build
     its error message (docs/protocol.md P9). The result of a completed ``private`` job is handed out
@@ -365,8 +379,9 @@ async def job_results(request: Request) -> Response:
     if result is None:
         text = record.reason or ""
         return PlainTextResponse(text)
-    media = "application/json" if record.status == JobStatus.COMPLETED else "text/plain"
-    return Response(result, media_type=media)
+    # text/plain as in IBM's API document, also for a completed job's JSON text: the client
+    # reads ``response.text``, QRMI's generated client accepts a string only as text/plain.
+    return Response(result, media_type="text/plain; charset=utf-8")
 
 
 async def job_logs(request: Request) -> Response:

@@ -78,14 +78,20 @@ def test_ibm_device_name_runs_a_sampler_job(service) -> None:
     assert service.backend("ibmq_manila").num_qubits == 5
 
 
-def test_least_busy_sees_each_device_once(deployment, service) -> None:
+def test_least_busy_picks_a_primary_name(deployment, service) -> None:
     listing = _listing(deployment.base, include_mocks=True)
-    candidates = [d for d in listing if d["status"]["name"] == "online" and d.get("class") != "mock"]
-    assert all(d["name"].startswith("fake_") for d in candidates)
-    assert len({d["name"] for d in candidates}) == len(candidates)
+    # Every name is online (IBM's schema has online, paused, offline only); an alias says what it
+    # names. The client sorts the online non-mock entries stably by queue length, and the names of a
+    # device share its queue length: primary names listed first make it pick one of them.
+    assert {d["status"]["name"] for d in listing} == {"online"}
+    real = [d for d in listing if d.get("class") != "mock"]
+    primary = [i for i, d in enumerate(real) if "alias_of" not in d]
+    assert all(real[i]["name"].startswith("fake_") for i in primary)
+    assert primary == list(range(len(primary)))
     by_name = {d["name"]: d for d in listing}
-    assert by_name["ibm_sherbrooke"]["status"]["name"] != "online"
+    assert by_name["ibm_sherbrooke"]["status"]["reason"] == "another name of fake_sherbrooke"
     assert by_name["ibm_sherbrooke"]["alias_of"] == "fake_sherbrooke"
+    assert by_name["ibm_sherbrooke"]["queue_length"] == by_name["fake_sherbrooke"]["queue_length"]
     for _ in range(3):
         chosen = service.least_busy()
         assert chosen.name.startswith("fake_") and not chosen.is_mock

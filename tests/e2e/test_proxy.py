@@ -86,6 +86,7 @@ def test_the_recipe_is_printed_with_the_bundle(proxied: tuple[int, Path, ServerP
     out = proc.output()
     assert f"export HTTPS_PROXY=http://127.0.0.1:{proxy_port}" in out
     assert f"export REQUESTS_CA_BUNDLE={ca_dir / 'ca-bundle.pem'}" in out
+    assert f"export SSL_CERT_FILE={ca_dir / 'ca-bundle.pem'}" in out  # QRMI (rustls, system store)
     assert f"export QISKIT_IBM_INSTANCE='{INSTANCE}'" in out
     assert "export NO_PROXY=127.0.0.1,localhost" in out
 

@@ -1,7 +1,8 @@
 """The ``IBM-API-Version`` dialects (api/api_version.py) and ``/backends/{name}/defaults``.
 
 qiskit-ibm-runtime 0.40 sends ``2024-01-01`` and reads ``devices`` as names; 0.41 to 0.47 send
-``2025-05-01``, 0.48 and later ``2026-04-15``, both reading ``devices`` as objects.
+``2025-05-01``, 0.48 and later ``2026-04-15``, both reading ``devices`` as objects; QRMI sends
+``2025-01-01``, the first version IBM answers with objects.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ def _request(headers: dict[str, str]) -> Request:
     ("headers", "names"),
     [
         ({"IBM-API-Version": "2024-01-01"}, True),
-        ({"ibm-api-version": " 2025-04-30 "}, True),
+        ({"ibm-api-version": " 2024-12-31 "}, True),
+        ({"IBM-API-Version": "2025-01-01"}, False),
         ({"IBM-API-Version": "2025-05-01"}, False),
         ({"IBM-API-Version": "2026-04-15"}, False),
         ({"IBM-API-Version": "not-a-date"}, False),
         ({}, False),
     ],
 )
-def test_only_versions_before_2025_05_01_list_names(headers: dict[str, str], names: bool) -> None:
+def test_only_versions_before_2025_01_01_list_names(headers: dict[str, str], names: bool) -> None:
     assert lists_device_names(_request(headers)) is names
 
 
@@ -59,7 +61,12 @@ async def test_version_2024_01_01_lists_the_same_names_as_strings(client: httpx.
 
 
 async def test_other_versions_keep_the_device_objects(client: httpx.AsyncClient) -> None:
-    for headers in ({"IBM-API-Version": "2025-05-01"}, {"IBM-API-Version": "2026-04-15"}, {}):
+    for headers in (
+        {"IBM-API-Version": "2025-01-01"},
+        {"IBM-API-Version": "2025-05-01"},
+        {"IBM-API-Version": "2026-04-15"},
+        {},
+    ):
         devices = await _devices(client, headers)
         manila = next(d for d in devices if isinstance(d, dict) and d["name"] == "fake_manila")
         assert manila["status"] == {"name": "online", "reason": "available"} and manila["qubits"] == 5

@@ -60,7 +60,7 @@ def _parameter_values(circuit: QuantumCircuit, values: Any) -> Any:
 
 def _check_width(circuit: Any, backend_qubits: int, index: int) -> QuantumCircuit:
     if not isinstance(circuit, QuantumCircuit):
-        raise ProgramError(f"PUB {index}: the first element must be a QuantumCircuit.")
+        raise ProgramError(f"PUB {index}: the first element must be a QuantumCircuit or an OpenQASM 3 string.")
     if circuit.num_qubits > backend_qubits:
         raise ProgramError(
             f"PUB {index}: the circuit has {circuit.num_qubits} qubits, more than the "
