@@ -252,7 +252,7 @@ def _run_pub(
     from qiskit_ibm_runtime.results import QuantumProgramItemResult, QuantumProgramResult
 
     from qiskit_runtime_server.worker.engines.aer import backend_noise_model
-    from qiskit_runtime_server.worker.programs.executor import SimulationChoices, _sample_item
+    from qiskit_runtime_server.worker.programs.executor import SimulationChoices, _sample_item, add_empty_pauli_signs
 
     options = plan.options.model_copy(deep=True)
     if options.resilience.pec_mitigation or (
@@ -270,9 +270,8 @@ def _run_pub(
         raise ProgramError(f"PUB {index}: the resilience options cannot apply: {exc}") from None
     program._semantic_role = "estimator_v2"
     choices = SimulationChoices(seed, noise_model)
-    runs = [
-        _sample_item(i, item, program.shots, backend, engine, choices, rng) for i, item in enumerate(program.items)
-    ]
+    runs = [_sample_item(i, item, program.shots, backend, engine, choices, rng) for i, item in enumerate(program.items)]
+    add_empty_pauli_signs(runs, program.items, program.passthrough_data)
     result = QuantumProgramResult(
         data=[QuantumProgramItemResult(result=run.results, metadata={}) for run in runs],
         metadata=None,
