@@ -35,6 +35,7 @@ from typing import Literal, cast
 import msgspec
 
 from qiskit_runtime_server.shared.errors import BackendNotFound, NotFound
+from qiskit_runtime_server.shared.fractional import fractional_configuration, fractional_properties
 
 Role = Literal["device", "ibm_name", "alias", "mock"]
 MOCK_CLASS = "mock"
@@ -115,6 +116,20 @@ class FakeBackendFiles:
         return props or None
 
     @cached_property
+    def served_configuration(self) -> dict[str, object]:
+        """The configuration as IBM serves it: with ``rzz``/``rx`` on the devices that offer
+        fractional gates (``shared/fractional.py``; the client filters them out again unless
+        ``use_fractional_gates=True``)."""
+        return fractional_configuration(self.raw_configuration)
+
+    @cached_property
+    def served_properties(self) -> dict[str, object] | None:
+        """The properties with the fractional gates' calibration (kept or derived, see
+        ``shared/fractional.py``) on the devices that offer them."""
+        raw = self.raw_properties
+        return None if raw is None else fractional_properties(raw, self.raw_configuration)
+
+    @cached_property
     def calibration_id(self) -> str:
         """A stable id of this device's one calibration snapshot: 16 hex digits of the SHA-256
         of its properties file and ``last_update_date`` (of the configuration without one)."""
@@ -179,7 +194,7 @@ class ServedBackend:
 
     @cached_property
     def configuration(self) -> dict[str, object]:
-        conf = dict(self.device.raw_configuration)
+        conf = dict(self.device.served_configuration)
         conf["backend_name"] = self.name
         return conf
 
@@ -189,7 +204,7 @@ class ServedBackend:
 
     @cached_property
     def properties(self) -> dict[str, object] | None:
-        raw = self.device.raw_properties
+        raw = self.device.served_properties
         if raw is None:
             return None
         return {**raw, "backend_name": self.name, "calibration_id": self.calibration_id}

@@ -19,7 +19,7 @@ from qiskit_runtime_server.api.body import decode_json, read_limited
 from qiskit_runtime_server.api.qasm_check import check_qasm_text
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.state import app_state
-from qiskit_runtime_server.shared.errors import InvalidRequest, JobNotFound, NotFound, ProgramNotFound
+from qiskit_runtime_server.shared.errors import InvalidRequest, JobNotFound, ProgramNotFound
 from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
 from qiskit_runtime_server.shared.job_limits import check_params
 from qiskit_runtime_server.shared.models import JobRecord, JobStatus, JobSubmission, job_view
@@ -219,16 +219,6 @@ def validate_pub_numbers(program_id: str, params: _PrimitiveParams, max_shots: i
             _check_precision(_pub_value(items[position], where, "precision", max_shots), where, max_shots)
 
 
-class ResultsDeleted(NotFound):
-    """``GET /jobs/{id}/results`` of a private job whose result was already read (404)."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            f"The results of private job {job_id} were already read and have been deleted: "
-            "a private job's results can be read only once."
-        )
-
-
 def new_job_id() -> str:
     """A 20-character lowercase id, the shape of IBM's job ids."""
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -365,8 +355,8 @@ async def job_results(request: Request) -> Response:
 
     Failed and cancelled jobs answer 200 with their error text: the client reads it to build
     its error message (docs/protocol.md P9). The result of a completed ``private`` job is handed out
-    once and deleted in the same step; a later read answers 404 (the client raises
-    ``RequestsApiError`` with this message).
+    once and deleted in the same step; a later read answers, as IBM does, 200 with an empty body,
+    which ``job.result()`` returns as ``None`` (the client decodes only a non-empty body).
     """
     record = await load_job(request)
     if not record.status.final:
@@ -375,7 +365,7 @@ async def job_results(request: Request) -> Response:
     private = record.private and record.status == JobStatus.COMPLETED
     result = await (store.take_result(record.id) if private else store.result(record.id))
     if result is None and private:
-        raise ResultsDeleted(record.id)
+        return Response(b"", media_type="application/json")
     if result is None:
         text = record.reason or ""
         return PlainTextResponse(text)

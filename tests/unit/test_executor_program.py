@@ -191,3 +191,34 @@ def test_samplex_that_fails_to_finalize(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(Samplex, "finalize", broken)
     message = failure(params)
     assert message == "Item 0: the samplex could not be finalized: dangling node"
+
+
+def test_pec_items_without_noisy_boxes_get_empty_pauli_signs() -> None:
+    """A PEC item whose samplex injects no noise (no entangling layer) has no ``pauli_signs``
+    output; the client's PEC post-processing needs the key, so it is sent with 0 boxes."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from qiskit_runtime_server.worker.programs.executor import ItemRun, add_empty_pauli_signs, pec_items
+
+    passthrough = {
+        "qiskit_mitigation": [
+            {"mitigation": "pec", "program_item_index": 0},
+            {"mitigation": "trex", "program_item_index": 1},
+            {"mitigation": "pec", "program_item_index": 2},
+        ]
+    }
+    assert pec_items(passthrough) == {0, 2}
+    assert pec_items({}) == set() and pec_items(None) == set()
+    now = datetime.now(UTC)
+    signs = np.ones((4, 3, 1), dtype=bool)
+    runs = [
+        ItemRun({"_meas": np.zeros((4, 3, 8, 2), dtype=bool)}, 12, 2, now, now),
+        ItemRun({"_meas": np.zeros((4, 8, 2), dtype=bool)}, 4, 1, now, now),
+        ItemRun({"_meas": np.zeros((4, 3, 8, 2), dtype=bool), "pauli_signs": signs}, 12, 2, now, now),
+    ]
+    items = [SimpleNamespace(shape=(4, 3)), SimpleNamespace(shape=(4,)), SimpleNamespace(shape=(4, 3))]
+    add_empty_pauli_signs(runs, items, passthrough)
+    assert runs[0].results["pauli_signs"].shape == (4, 3, 0) and runs[0].results["pauli_signs"].dtype == bool
+    assert "pauli_signs" not in runs[1].results  # TREX calibration item
+    assert runs[2].results["pauli_signs"] is signs  # the samplex's own signs are kept

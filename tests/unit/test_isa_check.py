@@ -35,6 +35,12 @@ CASES = [
     ("fake_fractional", lambda qc: qc.rzz(2.0, 0, 1), "supported only for angles in the range [0, pi/2]"),
     ("fake_fractional", lambda qc: qc.rzz(math.pi / 2, 0, 1), ""),
     ("fake_fractional", lambda qc: qc.rzz(Parameter("a"), 0, 1), ""),
+    # A Heron's target has the fractional gates IBM offers on it (shared/fractional.py).
+    ("fake_torino", lambda qc: (qc.rzz(0.3, 0, 1), qc.rx(0.3, 2), qc.measure(2, 0)), ""),
+    ("fake_torino", lambda qc: qc.rzz(0.3, 0, 2), "The instruction rzz on qubits (0, 2)"),
+    ("fake_torino", lambda qc: qc.rzz(2.0, 0, 1), "supported only for angles in the range [0, pi/2]"),
+    ("fake_miami", lambda qc: (qc.rzz(math.pi / 2, 1, 0), qc.rx(-1.0, 0)), ""),
+    ("fake_sherbrooke", lambda qc: qc.rx(0.3, 0), "The instruction rx on qubits (0,)"),
 ]
 
 

@@ -9,7 +9,8 @@ saying what moved, when an upgrade inside (or past) those bounds changes one of 
 * uvicorn: the ``HttpToolsProtocol`` methods and attributes ``api/server.py`` overrides or uses.
 * qiskit-aer: the private tables of ``NoiseModel`` and fields of ``RelaxationNoisePass`` read in
   ``worker/engines`` and ``worker/programs``.
-* qiskit-ibm-runtime: the non-public modules the worker imports.
+* qiskit-ibm-runtime: the non-public modules the worker imports, and the ``FakeBackendV2``
+  fields ``worker/fractional.py`` sets.
 
 A failure here is not a bug to patch around: re-read the override against the new release,
 adapt it, then update the expectation here (and the bound in pyproject.toml).
@@ -291,3 +292,20 @@ CLIENT_IMPORTS = [
 @pytest.mark.parametrize(("module", "name"), CLIENT_IMPORTS, ids=[f"{m}.{n}" for m, n in CLIENT_IMPORTS])
 def test_client_internals_the_worker_imports(module: str, name: str) -> None:
     assert hasattr(importlib.import_module(module), name), f"{module}.{name} is gone from qiskit-ibm-runtime"
+
+
+def test_fake_backend_builds_its_target_from_its_dicts() -> None:
+    """worker/fractional.py replaces ``_conf_dict``/``_props_dict`` before the ``Target`` is built."""
+    from qiskit_ibm_runtime.fake_provider import FakeTorino
+
+    backend = FakeTorino()
+    assert isinstance(backend._conf_dict, dict) and backend._props_dict is None and backend._target is None
+    backend._set_props_dict_from_json()
+    assert isinstance(backend._props_dict, dict)
+    backend._conf_dict = {**backend._conf_dict, "basis_gates": [*backend._conf_dict["basis_gates"], "rzz"]}
+    backend._props_dict = {
+        **backend._props_dict,
+        "gates": [g for g in backend._props_dict["gates"] if g["gate"] != "rx"],
+    }
+    # rzz (only in the replaced configuration) is built from the replaced properties.
+    assert (0, 1) in backend.target["rzz"] and "rx" not in backend.target

@@ -63,6 +63,7 @@ from qiskit_runtime_server.worker.engines.qubit_reuse import on_wires, schedule
 from qiskit_runtime_server.worker.engines.report import SimulationReport
 from qiskit_runtime_server.worker.engines.single_qubit import NoiseChannels
 from qiskit_runtime_server.worker.errors import ProgramError
+from qiskit_runtime_server.worker.fractional import with_fractional_gates
 
 # Distinct (backend, qubits, instructions) simulators kept per process.
 SIMULATOR_CACHE_SIZE = 128
@@ -70,7 +71,8 @@ SIMULATOR_CACHE_SIZE = 128
 
 @cache
 def fake_backend(name: str) -> FakeBackendV2:
-    """The client's fake backend class for ``fake_<folder>``, instantiated once.
+    """The client's fake backend class for ``fake_<folder>``, instantiated once, with the
+    fractional gates of its device (``worker/fractional.py``).
 
     Raises:
         ProgramError: no fake backend of that name ships with the installed client.
@@ -82,7 +84,7 @@ def fake_backend(name: str) -> FakeBackendV2:
         raise ProgramError(f"Backend {name} is not available on this worker.") from None
     for value in vars(module).values():
         if isinstance(value, type) and issubclass(value, FakeBackendV2) and value is not FakeBackendV2:
-            return value()
+            return with_fractional_gates(value())
     raise ProgramError(f"Backend {name} is not available on this worker.")
 
 

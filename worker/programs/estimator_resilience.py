@@ -252,7 +252,7 @@ def _run_pub(
     from qiskit_ibm_runtime.results import QuantumProgramItemResult, QuantumProgramResult
 
     from qiskit_runtime_server.worker.engines.aer import backend_noise_model
-    from qiskit_runtime_server.worker.programs.executor import SimulationChoices, _sample_item
+    from qiskit_runtime_server.worker.programs.executor import SimulationChoices, _sample_item, add_empty_pauli_signs
 
     options = plan.options.model_copy(deep=True)
     if options.resilience.pec_mitigation or (
@@ -275,6 +275,7 @@ def _run_pub(
         _sample_item(i, item, program.shots, backend, engine, choices, rng, _measuring_only(item.circuit, support))
         for i, item in enumerate(program.items)
     ]
+    add_empty_pauli_signs(runs, program.items, program.passthrough_data)
     result = QuantumProgramResult(
         data=[QuantumProgramItemResult(result=run.results, metadata={}) for run in runs],
         metadata=None,

@@ -227,6 +227,39 @@ def _sample_item(
     return ItemRun({**extra, **bits}, math.prod(shape), len(shape), start, stop)
 
 
+def pec_items(passthrough_data: Any) -> set[int]:
+    """The indices of the items the client's estimator post-processes with PEC.
+
+    The executor Estimator lists one entry per item in ``passthrough_data["qiskit_mitigation"]``,
+    ``{"mitigation": "pec", "program_item_index": i, ...}`` for a PEC item.
+    """
+    entries = passthrough_data.get("qiskit_mitigation") if isinstance(passthrough_data, dict) else None
+    if not isinstance(entries, list):
+        return set()
+    return {
+        entry["program_item_index"]
+        for entry in entries
+        if isinstance(entry, dict)
+        and entry.get("mitigation") == "pec"
+        and isinstance(entry.get("program_item_index"), int)
+    }
+
+
+def add_empty_pauli_signs(runs: list[ItemRun], items: list[Any], passthrough_data: Any) -> None:
+    """Give every PEC item whose samplex has no noise injection an empty ``pauli_signs``.
+
+    A samplex outputs ``pauli_signs`` (``(*shape, number of noisy boxes)``, the parity of the
+    negative-rate errors injected in each box) only when its circuit has at least one box with
+    noise injection. A circuit without entangling layers (e.g. a mirror circuit whose gate pairs
+    a device does not couple in that direction) has none, and the client's PEC post-processing
+    refuses a result without the key ("Results must contain 'pauli_signs' in the data if PEC is
+    used."). No box means no sign: the array with a last axis of length 0, every shot's sign +1.
+    """
+    for index in pec_items(passthrough_data):
+        if 0 <= index < len(runs) and "pauli_signs" not in runs[index].results:
+            runs[index].results["pauli_signs"] = np.zeros((*tuple(items[index].shape), 0), dtype=bool)
+
+
 def encode_result(decoded: DecodedProgram, runs: list[ItemRun]) -> bytes:
     """The ``QuantumProgramResultModel`` JSON of the job's schema version.
 
@@ -312,6 +345,7 @@ def run_executor(params: dict[str, Any], backend: str, engine: SimulationEngine,
         _sample_item(index, item, program.shots, backend, engine, choices, rng)
         for index, item in enumerate(program.items)
     ]
+    add_empty_pauli_signs(runs, program.items, program.passthrough_data)
     ignored = ignored_options(decoded)
     warnings = [f"Options with no effect on a simulator were accepted and ignored: {ignored}"] if ignored else []
     return ProgramOutput(encode_result(decoded, runs), warnings, len(program.items))
