@@ -46,7 +46,7 @@ import numpy as np
 from bench import tutorials
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SECTION = "## Utility-scale tutorials (issue 19)"
+SECTION = "## Utility-scale tutorials"
 BACKEND = "fake_sherbrooke"
 METHODS = ("server", "local", "aer")
 Values = list[tuple[str, np.ndarray]]

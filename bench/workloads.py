@@ -1,6 +1,6 @@
 """``python -m bench.workloads``: the workloads users bring, against local testing mode and bare Aer.
 
-Cases (issue 9): the client's executor Estimator (default options, PEC, ZNE with gate folding
+Cases: the client's executor Estimator (default options, PEC, ZNE with gate folding
 and with PEA) on 27-, 127- and 156-qubit fake backends; ``EstimatorV2`` with an observable on
 every qubit of a 127-qubit device; a matrix of random noisy ``SamplerV2`` circuits on 5-, 27- and
 127-qubit backends. Each job runs through the unmodified client against the embedded server;
@@ -307,7 +307,7 @@ def write(rows: list[str], elapsed: float) -> None:
     command = "python -m bench.workloads " + " ".join(sys.argv[1:])
     section = "\n".join(
         [
-            "## Workloads (issue 9)",
+            "## Workloads",
             "",
             f"- command: `{command.strip()}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed:.0f} s)",
             f"- machine: {machine()}; the embedded server, the client and the baselines share it",
@@ -323,7 +323,7 @@ def write(rows: list[str], elapsed: float) -> None:
         ]
     )
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    head, marker, tail = text.partition("## Workloads (issue 9)")
+    head, marker, tail = text.partition("## Workloads")
     if marker:
         rest = tail.split("\n## ", 1)
         tail = "\n## " + rest[1] if len(rest) > 1 else ""

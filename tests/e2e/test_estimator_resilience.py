@@ -1,4 +1,4 @@
-"""EstimatorV2's resilience options change the expectation values as on IBM (issue 11, item 7).
+"""EstimatorV2's resilience options change the expectation values as on IBM.
 
 The unmodified client runs EstimatorV2 against the embedded server on fake_kolkata (its noise
 model: readout errors, CX depolarising and relaxation errors). The circuit prepares a GHZ state

@@ -1,4 +1,4 @@
-"""The pytest plugin (issue 20, item 1), run the way a user's project runs it: a small test file
+"""The pytest plugin, run the way a user's project runs it: a small test file
 in a fresh directory, in a pytest subprocess that loads the plugin through its entry point, with
 the real client. A SamplerV2 Bell job on fake_manila, clean state between tests, a marker's
 dedicated server, an export/reset/import round trip after which ``service.job(id).result()``

@@ -1,4 +1,4 @@
-"""Clean state and snapshots (issue 20, item 2): ``POST /admin/reset`` empties jobs, sessions,
+"""Clean state and snapshots: ``POST /admin/reset`` empties jobs, sessions,
 usage and counters but keeps what running processes need, and is refused unless
 ``QRS_ALLOW_RESET`` allows it (loopback rule in open mode, an admin key with access control
 on); ``GET /admin/export`` and ``POST /admin/import`` round-trip the store."""

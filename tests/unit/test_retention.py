@@ -1,4 +1,4 @@
-"""Retention (issue 10, Deliverable 3): finished jobs and closed sessions expire after
+"""Retention: finished jobs and closed sessions expire after
 ``QRS_JOB_RETENTION`` while live ones never do, expired jobs leave every index without a
 keyspace scan, usage counters expire, large ignored options are not copied into results, and
 the compose Redis is bounded with a policy that can evict only expiring (finished) data."""

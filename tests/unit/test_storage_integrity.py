@@ -1,4 +1,4 @@
-"""Storage integrity (issue 10, Deliverable 4): instance names cannot reach other instances'
+"""Storage integrity: instance names cannot reach other instances'
 keys, a job stored but never acknowledged never runs, and session state changes are
 compare-and-set, so a closed session never reopens and never runs a job admitted during the close.
 
