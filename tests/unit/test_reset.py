@@ -172,6 +172,10 @@ def test_cli_export_and_import_on_redis_url(real_redis_url: str, tmp_path: Path)
     from qiskit_runtime_server.shared.store import JobStore
     from tests.unit.test_retention import job
 
+    # The test database is shared with other tests' deployments: start from an empty one, so the
+    # export holds exactly the job seeded here.
+    redis.Redis.from_url(real_redis_url).flushdb()
+
     async def seed() -> None:
         pool = await connect(real_redis_url)
         store = JobStore(pool)
