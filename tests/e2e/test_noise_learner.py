@@ -177,6 +177,18 @@ def test_noise_learner_honours_max_layers_and_strategy(kolkata) -> None:  # type
     assert result.metadata["input_options"]["twirling_strategy"] == "all"
 
 
+def test_noise_learner_takes_the_ibm_name_of_a_device(service) -> None:  # type: ignore[no-untyped-def]
+    """The client's own integration tests run the noise learner on ``ibm_*`` names."""
+    from qiskit_ibm_runtime.noise_learner import NoiseLearner
+
+    backend = service.backend("ibm_sherbrooke")
+    isa = generate_preset_pass_manager(backend=backend, optimization_level=0).run(ghz_and_back(4))
+    with pytest.warns(DeprecationWarning):
+        learner = NoiseLearner(backend, {"max_layers_to_learn": 1})
+    result = learner.run([isa]).result()
+    assert len(result.data) == 1 and result.data[0].error.num_qubits > 0
+
+
 def _unique_layers(backend, circuit: QuantumCircuit, observable: SparsePauliOp):  # type: ignore[no-untyped-def]
     from qiskit_ibm_runtime.executor_estimator import Estimator
 

@@ -70,6 +70,7 @@ from qiskit_runtime_server.worker.programs.noise_learner_fit import (
 from qiskit_runtime_server.worker.programs.noise_learner_v2 import run_noise_learner_v2
 from qiskit_runtime_server.worker.programs.noise_learner_v3 import run_noise_learner_v3
 from qiskit_runtime_server.worker.programs.primitives import ProgramOutput
+from qiskit_runtime_server.worker.programs.served import served_backend
 
 __all__ = [
     "Dressing",
@@ -90,9 +91,13 @@ def run_noise_learner(
 ) -> ProgramOutput:
     """Program ``noise-learner``: ``NoiseLearnerV3`` params carry ``schema_version``, ``NoiseLearner``'s do not.
 
+    ``backend`` may be any served name (``ibm_sherbrooke`` learns ``fake_sherbrooke``'s noise).
+
     Raises:
-        ProgramError: the params cannot run (see ``run_noise_learner_v2`` / ``run_noise_learner_v3``).
+        ProgramError: an unknown backend name, or params that cannot run (see
+            ``run_noise_learner_v2`` / ``run_noise_learner_v3``).
     """
+    backend = served_backend(backend).simulated
     if "schema_version" in params:
         return run_noise_learner_v3(params, backend, engine)
     return run_noise_learner_v2(params, backend, engine)
