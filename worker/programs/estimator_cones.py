@@ -46,8 +46,6 @@ from qiskit_runtime_server.worker.engines.partition import noise_is_local
 # piece for free (the engine runs disjoint groups apart), so a small width costs few extra
 # pieces, while a noisy density matrix costs 4**width: 8 qubits run in milliseconds.
 MAX_PIECE_WIDTH = 8
-# Most wires a wide cone may need (qubit_reuse.py) to run alone as an exact density matrix.
-MAX_REUSE_WIRES = 10
 
 
 @dataclass(frozen=True)
@@ -90,12 +88,11 @@ def plan_pieces(pub: EstimatorPub, terms: list[dict[str, float]], max_width: int
 
     One piece holds every term when the cones of all terms together fit in ``max_width``.
     Otherwise terms whose own cone fits are packed first-fit into pieces whose widest group of
-    interacting cone qubits stays within ``max_width``; a term whose cone is wider but whose
-    qubits fit ``MAX_REUSE_WIRES`` wires (``qubit_reuse.py``) goes alone; the other terms with
-    wide cones share one piece when the circuit restricted to their cones is
-    Clifford at every binding (the stabilizer method runs them together at one cost), else each
-    goes alone. Returns ``[]``
-    when the circuit has classical variables (the caller runs the PUB as it is).
+    interacting cone qubits stays within ``max_width``; the terms with wider cones share one
+    piece when the circuit restricted to their cones is Clifford at every binding (the
+    stabilizer method runs them together at one cost), else each goes alone (exact on few wires
+    when its qubits can be traced out early, ``qubit_reuse.py``). Returns ``[]`` when the
+    circuit has classical variables (the caller runs the PUB as it is).
     """
     labels = sorted({label for term in terms for label in term if set(label) != {"I"}})
     if not labels:
@@ -118,8 +115,6 @@ def plan_pieces(pub: EstimatorPub, terms: list[dict[str, float]], max_width: int
     order = sorted(labels, key=lambda lab: (min(cones[lab].qubits), lab))
     narrow = [label for label in order if len(cones[label].qubits) <= max_width]
     rest = [label for label in order if len(cones[label].qubits) > max_width]
-    medium = [label for label in rest if _few_wires(circuit, cones[label], _support(label))]
-    wide = [label for label in rest if label not in medium]
     packed: list[tuple[list[str], _Groups]] = []
     for label in narrow:
         qubits = cones[label].qubits
@@ -130,35 +125,18 @@ def plan_pieces(pub: EstimatorPub, terms: list[dict[str, float]], max_width: int
         target[0].append(label)
         target[1].add(qubits)
     pieces = [_piece(pub, members, [cones[m] for m in members], groups.width) for members, groups in packed]
-    # A cone too wide to pack that fits few wires once its qubits are traced out after their
-    # last gate (qubit_reuse.py) runs alone, exactly.
-    pieces.extend(_piece(pub, [label], [cones[label]], len(cones[label].qubits)) for label in medium)
-    wide_cones = [cones[label] for label in wide]
-    if len(wide) > 1 and clifford_at_every_binding(restrict(circuit, _union(wide_cones)), pub.parameter_values):
+    rest_cones = [cones[label] for label in rest]
+    if len(rest) > 1 and clifford_at_every_binding(restrict(circuit, _union(rest_cones)), pub.parameter_values):
+        # Clifford: one stabilizer run measures them all, cheaper than a run per term.
         together = _Groups()
-        for cone in wide_cones:
+        for cone in rest_cones:
             together.add(cone.qubits)
-        pieces.append(_piece(pub, wide, wide_cones, together.width))
+        pieces.append(_piece(pub, rest, rest_cones, together.width))
     else:
-        pieces.extend(_piece(pub, [label], [cones[label]], len(cones[label].qubits)) for label in wide)
+        # Each alone: exact on few wires when its qubits can be traced out early
+        # (qubit_reuse.py), else with the method its width calls for.
+        pieces.extend(_piece(pub, [label], [cones[label]], len(cones[label].qubits)) for label in rest)
     return pieces
-
-
-def _few_wires(circuit: QuantumCircuit, cone: Cone, support: list[int]) -> bool:
-    """Whether the cone, measured on ``support``, can be scheduled onto few wires."""
-    from qiskit.circuit import ClassicalRegister
-
-    from qiskit_runtime_server.worker.engines.compaction import compact_circuit
-    from qiskit_runtime_server.worker.engines.qubit_reuse import schedule
-
-    keep = sorted(cone.qubits)
-    sub = compact_circuit(restrict(circuit, cone), keep, others="drop")
-    register = ClassicalRegister(len(support), "__qrs_cone")
-    sub.add_register(register)
-    for bit, qubit in enumerate(support):
-        sub.measure(keep.index(qubit), register[bit])
-    plan = schedule(sub)
-    return plan is not None and plan.width <= MAX_REUSE_WIRES
 
 
 def _union(cones: Any) -> Cone:
