@@ -24,7 +24,6 @@ backend status, ``GET /backends`` and session hooks are called by their routes.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import time
@@ -36,8 +35,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from qiskit_runtime_server.api.admin_access import loopback_bind, require_operator
 from qiskit_runtime_server.api.body import read_limited
-from qiskit_runtime_server.api.dashboard.viewer import request_viewer
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.state import AppState, app_state
 from qiskit_runtime_server.shared import faults
@@ -51,25 +50,6 @@ ADMIN_PATH = "/admin/faults"
 _BACKEND_PATH = re.compile(r"^/api/v1/backends/([^/]+)")
 
 
-def loopback_bind(host: str) -> bool:
-    """Whether ``QRS_HOST`` is a loopback address or ``localhost`` (no other machine reaches it)."""
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _require_operator(request: Request) -> None:
-    """Open mode, or an admin key (never ``QRS_OPEN_METRICS``: that opens reading metrics only)."""
-    if app_state(request)["access"].open:
-        return
-    if not request_viewer(request).operator:
-        raise Forbidden(f"{request.url.path} needs an operator's API key (QRS_ADMIN_KEYS).")
-
-
 def _require_changes(request: Request) -> None:
     settings = app_state(request)["settings"]
     mode = faults.allow_mode(settings)
@@ -81,7 +61,7 @@ def _require_changes(request: Request) -> None:
             f"{path} is refused in open mode on a non-loopback address ({settings.host}): turn access control "
             "on and use an admin key, or set QRS_ALLOW_FAULTS=force (docs/faults.md)."
         )
-    _require_operator(request)
+    require_operator(request)
 
 
 def _store(request: Request) -> faults.FaultStore:
@@ -90,7 +70,7 @@ def _store(request: Request) -> faults.FaultStore:
 
 async def list_faults(request: Request) -> Response:
     """``GET /admin/faults``: ``{"faults": [...]}``, oldest first."""
-    _require_operator(request)
+    require_operator(request)
     return MsgspecResponse({"faults": await _store(request).listing()})
 
 

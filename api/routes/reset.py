@@ -21,21 +21,19 @@ Browsers cannot reach them from another site: the Host allow-list and the ``Orig
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from qiskit_runtime_server.api.dashboard.viewer import request_viewer
+from qiskit_runtime_server.api.admin_access import admin_mode, loopback_bind, require_operator
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared import snapshot
 from qiskit_runtime_server.shared.errors import Forbidden, InvalidRequest
 from qiskit_runtime_server.shared.settings import Settings
 
-RESET_MODES = ("false", "true", "force")
 # The longest line an import accepts: a job's params and result are bounded by QRS_MAX_PARAMS_BYTES.
 _LINE_FACTOR = 4
 
@@ -46,29 +44,7 @@ def reset_mode(settings: Settings) -> str:
     Raises:
         ValueError: any other value (start-up fails, naming the variable).
     """
-    mode = settings.allow_reset.strip().lower()
-    if mode not in RESET_MODES:
-        raise ValueError(f"QRS_ALLOW_RESET={settings.allow_reset!r} is not one of {', '.join(RESET_MODES)}")
-    return mode
-
-
-def loopback_bind(host: str) -> bool:
-    """Whether ``QRS_HOST`` is a loopback address or ``localhost`` (no other machine reaches it)."""
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _require_operator(request: Request) -> None:
-    """Open mode, or an admin key (never ``QRS_OPEN_METRICS``: that opens reading metrics only)."""
-    if app_state(request)["access"].open:
-        return
-    if not request_viewer(request).operator:
-        raise Forbidden(f"{request.url.path} needs an operator's API key (QRS_ADMIN_KEYS).")
+    return admin_mode(settings.allow_reset, "QRS_ALLOW_RESET")
 
 
 def _require_reset(request: Request) -> None:
@@ -82,7 +58,7 @@ def _require_reset(request: Request) -> None:
             f"{path} is refused in open mode on a non-loopback address ({settings.host}): turn access control "
             "on and use an admin key, or set QRS_ALLOW_RESET=force (docs/testing.md)."
         )
-    _require_operator(request)
+    require_operator(request)
 
 
 async def reset(request: Request) -> Response:
@@ -95,7 +71,7 @@ async def reset(request: Request) -> Response:
 
 async def export(request: Request) -> Response:
     """``GET /admin/export``: one JSON object per line (``shared/snapshot.py``)."""
-    _require_operator(request)
+    require_operator(request)
     return StreamingResponse(
         snapshot.export_lines(app_state(request)["pool"]),
         media_type="application/x-ndjson",
