@@ -25,24 +25,18 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    # A cap the 100-qubit GHZ fits under and a 16-qubit noisy statevector cone does not.
+    # A cap the 100-qubit GHZ fits under and a 16-qubit noisy statevector does not. The ``service``
+    # fixture of tests/conftest.py connects the unmodified client to this server.
     with embedded_server(tmp_path_factory.mktemp("utility"), QRS_MAX_JOB_SECONDS="120") as running:
         yield running
 
 
-@pytest.fixture
-def service(deployment: Deployment, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    for key in ("QISKIT_IBM_INSTANCE", "QISKIT_IBM_CHANNEL", "QISKIT_FUNCTIONS_EXPERIMENTAL"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in deployment.client_env().items():
-        monkeypatch.setenv(key, value)
-    from qiskit_ibm_runtime import QiskitRuntimeService
-
-    return QiskitRuntimeService()
-
-
 def _kicked_ising(backend, steps: int) -> tuple[QuantumCircuit, Parameter]:  # type: ignore[no-untyped-def]
-    """Kim et al.'s kicked Ising: RX(theta) on every qubit, then RZZ(-pi/2) on every coupling."""
+    """Kim et al.'s kicked Ising: RX(theta) on every qubit, then RZZ(-pi/2) on every coupling.
+
+    The couplings are layered first-fit in sorted order (``bench/tutorials.py`` colours them
+    properly instead): on fake_sherbrooke the 2-step cone of ``Z62`` then fits 6 wires, which keeps
+    this test to seconds; the bench's layering needs 9."""
     theta = Parameter("theta")
     n = backend.num_qubits
     edges = sorted({tuple(sorted(edge)) for edge in backend.coupling_map.get_edges()})
