@@ -52,3 +52,22 @@ def require_operator(request: Request) -> None:
         return
     if not request_viewer(request).operator:
         raise Forbidden(f"{request.url.path} needs an operator's API key (QRS_ADMIN_KEYS).")
+
+
+def require_admin_route(request: Request, mode: str, variable: str, doc: str) -> None:
+    """Refuse a test-only admin route unless ``mode`` (the value of ``variable``) allows this caller.
+
+    Raises:
+        Forbidden: ``mode`` is ``false``; open mode on a non-loopback bind without ``force``; or
+            access control is on and the caller's key is not an operator's.
+    """
+    host = app_state(request)["settings"].host
+    path = request.url.path
+    if mode == "false":
+        raise Forbidden(f"{path} is turned off: set {variable}=true on the server ({doc}).")
+    if app_state(request)["access"].open and mode != "force" and not loopback_bind(host):
+        raise Forbidden(
+            f"{path} is refused in open mode on a non-loopback address ({host}): turn access control "
+            f"on and use an admin key, or set {variable}=force ({doc})."
+        )
+    require_operator(request)

@@ -35,12 +35,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from qiskit_runtime_server.api.admin_access import loopback_bind, require_operator
+from qiskit_runtime_server.api.admin_access import require_admin_route, require_operator
 from qiskit_runtime_server.api.body import read_limited
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.state import AppState, app_state
 from qiskit_runtime_server.shared import faults
-from qiskit_runtime_server.shared.errors import MORE_INFO, Forbidden, InvalidRequest, NotFound
+from qiskit_runtime_server.shared.errors import MORE_INFO, InvalidRequest, NotFound
 from qiskit_runtime_server.shared.sessions import SessionActivity, SessionRecord, state_of
 from qiskit_runtime_server.shared.settings import Settings
 
@@ -51,17 +51,8 @@ _BACKEND_PATH = re.compile(r"^/api/v1/backends/([^/]+)")
 
 
 def _require_changes(request: Request) -> None:
-    settings = app_state(request)["settings"]
-    mode = faults.allow_mode(settings)
-    path = request.url.path
-    if mode == "false":
-        raise Forbidden(f"{path} is turned off: set QRS_ALLOW_FAULTS=true on the server (docs/faults.md).")
-    if app_state(request)["access"].open and mode != "force" and not loopback_bind(settings.host):
-        raise Forbidden(
-            f"{path} is refused in open mode on a non-loopback address ({settings.host}): turn access control "
-            "on and use an admin key, or set QRS_ALLOW_FAULTS=force (docs/faults.md)."
-        )
-    require_operator(request)
+    mode = faults.allow_mode(app_state(request)["settings"])
+    require_admin_route(request, mode, "QRS_ALLOW_FAULTS", "docs/faults.md")
 
 
 def _store(request: Request) -> faults.FaultStore:

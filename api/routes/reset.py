@@ -27,11 +27,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from qiskit_runtime_server.api.admin_access import admin_mode, loopback_bind, require_operator
+from qiskit_runtime_server.api.admin_access import admin_mode, require_admin_route, require_operator
 from qiskit_runtime_server.api.responses import MsgspecResponse
 from qiskit_runtime_server.api.state import app_state
 from qiskit_runtime_server.shared import snapshot
-from qiskit_runtime_server.shared.errors import Forbidden, InvalidRequest
+from qiskit_runtime_server.shared.errors import InvalidRequest
 from qiskit_runtime_server.shared.settings import Settings
 
 # The longest line an import accepts: a job's params and result are bounded by QRS_MAX_PARAMS_BYTES.
@@ -48,17 +48,7 @@ def reset_mode(settings: Settings) -> str:
 
 
 def _require_reset(request: Request) -> None:
-    settings = app_state(request)["settings"]
-    mode = reset_mode(settings)
-    path = request.url.path
-    if mode == "false":
-        raise Forbidden(f"{path} is turned off: set QRS_ALLOW_RESET=true on the server (docs/testing.md).")
-    if app_state(request)["access"].open and mode != "force" and not loopback_bind(settings.host):
-        raise Forbidden(
-            f"{path} is refused in open mode on a non-loopback address ({settings.host}): turn access control "
-            "on and use an admin key, or set QRS_ALLOW_RESET=force (docs/testing.md)."
-        )
-    require_operator(request)
+    require_admin_route(request, reset_mode(app_state(request)["settings"]), "QRS_ALLOW_RESET", "docs/testing.md")
 
 
 async def reset(request: Request) -> Response:
