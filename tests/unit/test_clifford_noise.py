@@ -16,6 +16,7 @@ from qiskit.quantum_info import PTM, SparsePauliOp, StabilizerState
 from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_aer.noise import NoiseModel, pauli_error, thermal_relaxation_error
 
+from bench import tutorials
 from qiskit_runtime_server.worker.engines.aer import AerEngine, fake_backend
 from qiskit_runtime_server.worker.engines.clifford import pauli_twirl
 from qiskit_runtime_server.worker.jobspec import Defaults
@@ -33,14 +34,6 @@ def isa(circuit: QuantumCircuit) -> QuantumCircuit:
         seed_transpiler=5,
     )
     return manager.run(circuit)
-
-
-def ghz(n: int) -> QuantumCircuit:
-    qc = QuantumCircuit(n)
-    qc.h(0)
-    for i in range(n - 1):
-        qc.cx(i, i + 1)
-    return qc
 
 
 def mirror(n: int, layers: int = 2, seed: int = 4) -> QuantumCircuit:
@@ -104,7 +97,7 @@ def check_against_density_matrix(circuit: QuantumCircuit, supports: list[list[in
 
 
 def test_ghz_12_qubits_on_stabilizer_matches_full_noise() -> None:
-    circuit = isa(ghz(12))
+    circuit = isa(tutorials.ghz(12))
     layout = circuit.layout.final_index_layout()
     supports = [[layout[0], layout[i]] for i in range(1, 12)]
     check_against_density_matrix(circuit, supports, precision=0.015)
