@@ -16,6 +16,7 @@ import os
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache, partial
 
 import numpy as np
@@ -33,10 +34,10 @@ from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
 from qiskit_runtime_server.worker.engines.clifford import (
     Approximation,
-    bound_circuits,
-    clifford_at_every_binding,
+    clifford_bindings,
     pauli_twirl,
-    stabilizer_ready,
+    snapped_circuits,
+    is_pauli_mixture,
 )
 from qiskit_runtime_server.worker.engines.compaction import (
     Instruction,
@@ -62,6 +63,7 @@ from qiskit_runtime_server.worker.engines.partition import Component, noise_is_l
 from qiskit_runtime_server.worker.engines.qubit_reuse import on_wires, schedule
 from qiskit_runtime_server.worker.engines.report import SimulationReport
 from qiskit_runtime_server.worker.engines.single_qubit import NoiseChannels
+from qiskit_runtime_server.worker.engines.stim_sampler import NoiseTable, translate
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.fractional import with_fractional_gates
 
@@ -136,6 +138,8 @@ class AerEngine:
         past that many seconds of simulation in all (``ProgramError`` naming the prediction)."""
         self.report = SimulationReport()
         self.max_job_seconds = max_seconds
+        for key in [key for key in self._twirled if key[0] == ""]:
+            del self._twirled[key]
         return self.report
 
     def num_qubits(self, backend_name: str) -> int:
@@ -160,10 +164,11 @@ class AerEngine:
         source = backend_name or ""
         local = getattr(model, "_local_quantum_errors", {})
         if form == "pauli":
-            twirled = self._twirled if backend_name is not None else {}
+            # A job's explicit model is cached under source "" for that job only (begin_job).
+            twirled = self._twirled
 
             def twirl(name: str, qubits: tuple[int, ...], error: QuantumError) -> QuantumError:
-                if stabilizer_ready(error):
+                if is_pauli_mixture(error):
                     return error
                 if (source, name, qubits) not in twirled:
                     approximation = pauli_twirl(error)
@@ -250,7 +255,10 @@ class AerEngine:
             ProgramError: the job's predicted simulation time exceeds ``max_job_seconds``.
         """
         seconds = predict_seconds(method, circuit, shots, experiments, noisy)
-        self.report.add_run(method, len(keep), seconds)
+        # Stim samples the stabilizer method's circuits: reported under that method.
+        self.report.add_run("stabilizer" if method == "stim" else method, len(keep), seconds)
+        if method == "stim":
+            self.report.stim_runs += 1
         cap = self.max_job_seconds
         if cap is not None and self.report.predicted_seconds > cap:
             raise ProgramError(
@@ -268,13 +276,12 @@ class AerEngine:
         used: frozenset[Instruction],
         values: np.ndarray,
         shots: int,
-        seed: int,
-    ) -> list[SamplerPub] | None:
-        """The noisy Clifford group ``sub`` on the stabilizer method with Pauli-twirled noise, or
+    ) -> StabilizerRun | None:
+        """The noisy Clifford group ``sub`` bound to each binding, with its Pauli-twirled noise, or
         ``None`` when that does not apply (not Clifford at every binding, delays under a
-        relaxation pass, errors no twirl can make stabilizer-ready)."""
-        bindings = BindingsArray({tuple(sub.parameters): values}) if sub.num_parameters else BindingsArray()
-        if not clifford_at_every_binding(sub, bindings):
+        relaxation pass, errors no twirl can make Pauli)."""
+        circuits = clifford_bindings(sub, values)
+        if circuits is None:
             return None
         model = noise_model if noise_model is not None else backend_noise_model(backend_name)
         if getattr(model, "_custom_noise_passes", None) and any(i.operation.name == "delay" for i in sub.data):
@@ -283,14 +290,28 @@ class AerEngine:
         reduced = sim.options.noise_model
         if not compacted or not _stabilizer_noise(reduced):
             return None
-        circuits = bound_circuits(sub, values)
         experiment_shots = shots if sub.num_parameters else shots * values.shape[0]
         noisy = not model.is_ideal()
-        self._admit("stabilizer", sub, experiment_shots, len(circuits), keep, noisy=noisy)
-        sim.set_options(method="stabilizer", device="CPU", max_parallel_threads=0)
         if noisy:
             self.report.add_approximation(self._approximation(backend_name, noise_model, sub, keep))
-        return [SamplerPub(circuit, BindingsArray(), experiment_shots, validate=False) for circuit in circuits]
+        return StabilizerRun(circuits, experiment_shots, sim, noisy)
+
+    def _sample_stabilizer(self, run: StabilizerRun, keep: list[int], seed: int) -> np.ndarray | None:
+        """Bits ``(experiments * shots, clbits)`` of a stabilizer run sampled with Stim's Pauli
+        frames (``stim_sampler.py``), or ``None`` when its noise model holds something Stim
+        cannot take; then the run's simulator is set up for Aer's stabilizer method."""
+        noise = NoiseTable(run.simulator.options.noise_model if run.noisy else None)
+        translated = [translate(circuit, noise) for circuit in run.circuits]
+        sub = run.circuits[0]
+        if all(t is not None for t in translated):
+            self._admit("stim", sub, run.shots, len(run.circuits), keep, noisy=run.noisy)
+            return np.concatenate(
+                [t.sample(run.shots, seed + i) for i, t in enumerate(translated) if t is not None]
+            )
+        self._admit("stabilizer", sub, run.shots, len(run.circuits), keep, noisy=run.noisy)
+        run.simulator.set_options(method="stabilizer", device="CPU", max_parallel_threads=0)
+        run.circuits = snapped_circuits(run.circuits)
+        return None
 
     def _approximation(
         self, backend_name: str, noise_model: NoiseModel | None, sub: QuantumCircuit, keep: Sequence[int]
@@ -318,8 +339,8 @@ class AerEngine:
         """The group on few wires with its errors explicit (``qubit_reuse.py``) and a density-matrix
         simulator for it, or ``None`` when its qubits cannot be scheduled onto at most
         ``KRAUS_MAX_QUBITS`` wires."""
-        plan = schedule(sub)
-        if plan is None or plan.width > KRAUS_MAX_QUBITS:
+        plan = schedule(sub, max_width=KRAUS_MAX_QUBITS)
+        if plan is None:
             return None
         model = noise_model if noise_model is not None else backend_noise_model(backend_name)
         reduced = self._reduce(model, backend_name if noise_model is None else None, keep, used, "kraus")
@@ -373,10 +394,13 @@ class AerEngine:
             self._admit(method, sub, experiment_shots, experiments, keep, noisy=True)
             pubs = [_sampler_pub(sub, sub_values, shots, bindings)]
         elif wide:
-            pubs = self._stabilizer_group(backend_name, noise_model, sub, keep, used, sub_values, shots, seed)
-            if pubs is not None:
-                sim = self.simulator(backend_name, noise_model, keep, used, form="pauli")[0]
-                method = "stabilizer"
+            stabilizer = self._stabilizer_group(backend_name, noise_model, sub, keep, used, sub_values, shots)
+            if stabilizer is not None:
+                sampled = self._sample_stabilizer(stabilizer, keep, seed)
+                if sampled is not None:
+                    return _group_bits(circuit, stabilizer.circuits[0], sampled, bindings, shots, group)
+                sim, method = stabilizer.simulator, "stabilizer"
+                pubs = [SamplerPub(c, BindingsArray(), stabilizer.shots, validate=False) for c in stabilizer.circuits]
         if pubs is None:
             density = (
                 not model.is_ideal()
@@ -562,8 +586,30 @@ def _sampler_pub(circuit: QuantumCircuit, values: np.ndarray, shots: int, bindin
     return SamplerPub(circuit, BindingsArray(), shots * bindings, validate=False)
 
 
+@dataclass
+class StabilizerRun:
+    """A noisy Clifford group ready to sample: one bound circuit per experiment, ``shots`` each,
+    and the simulator holding its (twirled, compacted) noise model."""
+
+    circuits: list[QuantumCircuit]
+    shots: int
+    simulator: AerSimulator
+    noisy: bool
+
+
+def _group_bits(
+    circuit: QuantumCircuit, sub: QuantumCircuit, sampled: np.ndarray, bindings: int, shots: int, group: Component
+) -> np.ndarray:
+    """``sampled`` (``(bindings * shots, sub.num_clbits)``, experiments in binding order) as the
+    group's bits ``(bindings, shots, len(group.clbits))`` of ``circuit``."""
+    bits = np.zeros((bindings, shots, circuit.num_clbits), dtype=bool)
+    indices = [circuit.find_bit(bit).index for bit in sub.clbits]
+    bits[:, :, indices] = sampled.reshape(bindings, shots, -1)
+    return bits[:, :, list(group.clbits)]
+
+
 def _stabilizer_noise(model: NoiseModel | None) -> bool:
-    """Whether every gate error of ``model`` is one the stabilizer method applies as it is."""
+    """Whether every gate error of ``model`` is a Pauli mixture (after twirling)."""
     if model is None:
         return True
     local = getattr(model, "_local_quantum_errors", None)
@@ -571,7 +617,7 @@ def _stabilizer_noise(model: NoiseModel | None) -> bool:
     if local is None or default is None:
         return False
     errors = [error for by_qubits in local.values() for error in by_qubits.values()] + list(default.values())
-    return all(stabilizer_ready(error) for error in errors)
+    return all(is_pauli_mixture(error) for error in errors)
 
 
 def _noisy(sim: AerSimulator) -> bool:

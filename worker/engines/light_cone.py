@@ -51,13 +51,15 @@ def backward_cone(circuit: QuantumCircuit, qubits: Iterable[int] = (), clbits: I
     live_qubits = set(qubits)
     live_clbits = set(clbits)
     kept: list[int] = []
-    find_bit = circuit.find_bit
-    for index in range(len(circuit.data) - 1, -1, -1):
-        instruction = circuit.data[index]
-        if instruction.operation.name in _IGNORED:
+    qubit_index = {bit: i for i, bit in enumerate(circuit.qubits)}
+    clbit_index = {bit: i for i, bit in enumerate(circuit.clbits)}
+    data = list(circuit.data)
+    for index in range(len(data) - 1, -1, -1):
+        instruction = data[index]
+        if instruction.name in _IGNORED:
             continue
-        on = {find_bit(q).index for q in instruction.qubits}
-        bits = {find_bit(c).index for c in instruction.clbits}
+        on = {qubit_index[q] for q in instruction.qubits}
+        bits = {clbit_index[c] for c in instruction.clbits}
         if live_qubits.isdisjoint(on) and live_clbits.isdisjoint(bits):
             continue
         kept.append(index)

@@ -192,9 +192,11 @@ SECONDS_PER_UNIT = {
     "density_matrix": 3.5e-9,
     "statevector": 9.0e-9,
     "stabilizer": 8.0e-8,
+    "stim": 1.0e-9,
     "matrix_product_state": 1.8e-5,
 }
 SECONDS_PER_RUN = 0.005
+STIM_COMPILE_UNITS = 10_000
 
 
 def predict_seconds(method: str, circuit: QuantumCircuit, shots: int, experiments: int, noisy: bool = True) -> float:
@@ -207,6 +209,10 @@ def predict_seconds(method: str, circuit: QuantumCircuit, shots: int, experiment
     size = max(1, sum(1 for instruction in circuit.data if instruction.operation.name != "barrier"))
     if method == "density_matrix":
         units = size * 4.0**n * experiments
+    elif method == "stim":
+        # Translating and compiling each circuit, then Pauli frames for every shot; the unit is
+        # instructions x shots, plus STIM_COMPILE_UNITS per instruction of each circuit.
+        units = size * (shots + STIM_COMPILE_UNITS) * experiments
     elif method == "stabilizer":
         # Without noise Aer simulates once per circuit and samples the shots.
         units = size * n * (shots if noisy else 1) * experiments

@@ -40,46 +40,158 @@ class Schedule:
     width: int
 
 
-def schedule(circuit: QuantumCircuit) -> Schedule | None:
-    """A greedy order of ``circuit``'s instructions that keeps few qubits live at once.
+def schedule(circuit: QuantumCircuit, max_width: int | None = None) -> Schedule | None:
+    """An order of ``circuit``'s instructions that keeps few qubits live at once.
 
-    Among the instructions whose predecessors are done, it takes the one that starts the fewest
-    new qubits and ends the most. Returns ``None`` for circuits this does not cover (control
-    flow, delays, a measurement followed by anything on its qubit).
+    Gates on live qubits only never widen the state, so they run as soon as they are ready; the
+    choices are which gate starts new qubits next. Each choice is made by looking ahead
+    (:data:`LOOKAHEAD` choices deep, while the search stays small): the one whose continuation
+    peaks at the fewest live qubits, then leaves the fewest live. Returns ``None`` for circuits
+    this does not cover (control flow, delays, a measurement followed by anything on its qubit)
+    or, with ``max_width``, when no order found fits that many wires.
     """
     measured: set[int] = set()
+    index = {bit: i for i, bit in enumerate(circuit.qubits)}
     for instruction in circuit.data:
-        name = instruction.operation.name
-        qubits = [circuit.find_bit(q).index for q in instruction.qubits]
-        if getattr(instruction.operation, "blocks", ()) or name == "delay":
+        name = instruction.name
+        qubits = [index[q] for q in instruction.qubits]
+        if name in _CONTROL_FLOW or name == "delay" or getattr(instruction.operation, "blocks", ()):
             return None
         if name == "measure":
             measured.update(qubits)
         elif name not in _NOT_SCHEDULED and measured.intersection(qubits):
             return None
-    dag = circuit_to_dag(circuit)
-    index = {bit: i for i, bit in enumerate(circuit.qubits)}
-    nodes = [node for node in dag.topological_op_nodes() if node.op.name not in _NOT_SCHEDULED]
-    remaining = dict.fromkeys(range(circuit.num_qubits), 0)
-    for node in nodes:
+    if max_width is not None and len(measured) > max_width:
+        return None  # measured qubits keep their wires to the end
+    search = _Search(circuit, measured)
+    best: list[DAGOpNode] | None = None
+    best_width = 0
+    for depth in range(1, LOOKAHEAD + 1):
+        if depth > 1 and search.nodes_count * search.qubits_count**depth > LOOKAHEAD_WORK:
+            break
+        order, width = search.run(depth)
+        if best is None or width < best_width:
+            best, best_width = order, width
+        if max_width is not None and best_width > max_width + 2:
+            return None  # deeper search saves a wire or two, not more
+    assert best is not None
+    if max_width is not None and best_width > max_width:
+        return None
+    return _assign_wires(best, index, measured)
+
+
+# How many choices deep the schedule looks ahead, and the most work (nodes x qubits**depth) a
+# deeper search may take (about a second here for a 2-step kicked Ising cone at depth 3).
+LOOKAHEAD = 3
+LOOKAHEAD_WORK = 2_000_000
+_CONTROL_FLOW = frozenset({"if_else", "while_loop", "for_loop", "switch_case", "box"})
+
+
+class _Search:
+    """The dependency graph of a group's instructions and the lookahead search over it."""
+
+    def __init__(self, circuit: QuantumCircuit, measured: set[int]) -> None:
+        dag = circuit_to_dag(circuit)
+        index = {bit: i for i, bit in enumerate(circuit.qubits)}
+        self.nodes = [node for node in dag.topological_op_nodes() if node.op.name not in _NOT_SCHEDULED]
+        self.qubits = {node: frozenset(index[q] for q in node.qargs) for node in self.nodes}
+        self.successors = {
+            node: [s for s in dag.op_successors(node) if s.op.name not in _NOT_SCHEDULED] for node in self.nodes
+        }
+        self.remaining = dict.fromkeys(range(circuit.num_qubits), 0)
+        for node in self.nodes:
+            for q in self.qubits[node]:
+                self.remaining[q] += 1
+        self.waiting = {
+            node: sum(1 for p in dag.op_predecessors(node) if p.op.name not in _NOT_SCHEDULED) for node in self.nodes
+        }
+        self.measured = frozenset(measured)
+        self.nodes_count = len(self.nodes)
+        self.qubits_count = max(1, circuit.num_qubits)
+
+    def run(self, depth: int) -> tuple[list[DAGOpNode], int]:
+        """An order found with ``depth``-deep lookahead and its peak number of live qubits."""
+        state = _State(set(), dict(self.remaining), dict(self.waiting), [n for n in self.nodes if not self.waiting[n]])
+        order: list[DAGOpNode] = []
+        width = 0
+        while state.ready:
+            choice: tuple[tuple[int, int], int, _State, list[DAGOpNode]] | None = None
+            for candidate in state.ready:
+                peak, after, steps = self._closure(candidate, state)
+                ahead = self._score(after, depth - 1)
+                key = (max(peak, ahead[0]), ahead[1] if depth > 1 else len(after.live))
+                if choice is None or key < choice[0]:
+                    choice = (key, peak, after, steps)
+            assert choice is not None
+            _, peak, state, steps = choice
+            width = max(width, peak)
+            order.extend(steps)
+        return order, width
+
+    def _score(self, state: _State, depth: int) -> tuple[int, int]:
+        """(peak, live at the end) of the best ``depth`` further choices from ``state``."""
+        if depth <= 0 or not state.ready:
+            return (len(state.live), len(state.live))
+        best: tuple[int, int] | None = None
+        for candidate in state.ready:
+            peak, after, _ = self._closure(candidate, state)
+            ahead = self._score(after, depth - 1)
+            key = (max(peak, ahead[0]), ahead[1])
+            if best is None or key < best:
+                best = key
+        assert best is not None
+        return best
+
+    def _closure(self, start: DAGOpNode, state: _State) -> tuple[int, _State, list[DAGOpNode]]:
+        """Run ``start``, then every ready gate on live qubits; return the peak live count, the
+        state after and the gates run."""
+        live = set(state.live)
+        remaining = dict(state.remaining)
+        waiting = dict(state.waiting)
+        ready = list(state.ready)
+        steps: list[DAGOpNode] = []
+        peak = len(live)
+        todo = [start]
+        while todo:
+            node = todo.pop()
+            ready.remove(node)
+            steps.append(node)
+            live |= self.qubits[node]
+            peak = max(peak, len(live))
+            for q in self.qubits[node]:
+                remaining[q] -= 1
+                if remaining[q] == 0 and q not in self.measured:
+                    live.discard(q)
+            for successor in self.successors[node]:
+                waiting[successor] -= 1
+                if waiting[successor] == 0:
+                    ready.append(successor)
+            if not todo:
+                todo = [n for n in ready if self.qubits[n] <= live][:1]
+        return peak, _State(live, remaining, waiting, ready), steps
+
+
+@dataclass
+class _State:
+    live: set[int]
+    remaining: dict[int, int]
+    waiting: dict[DAGOpNode, int]
+    ready: list[DAGOpNode]
+
+
+def _assign_wires(order: list[DAGOpNode], index: dict[object, int], measured: set[int]) -> Schedule:
+    """Wires for ``order``: a qubit takes a free wire at its first gate and frees it after its
+    last one unless it is measured."""
+    remaining: dict[int, int] = {}
+    for node in order:
         for q in node.qargs:
-            remaining[index[q]] += 1
-    waiting = {node: sum(1 for p in dag.op_predecessors(node) if p.op.name not in _NOT_SCHEDULED) for node in nodes}
-    ready: list[DAGOpNode] = [node for node in nodes if waiting[node] == 0]
-    live: set[int] = set()
+            remaining[index[q]] = remaining.get(index[q], 0) + 1
     free: list[int] = []
     wire: dict[int, int] = {}
     reused: set[int] = set()
     width = 0
-    order: list[CircuitInstruction] = []
-    while ready:
-
-        def cost(node: DAGOpNode) -> tuple[int, int]:
-            qubits = {index[q] for q in node.qargs}
-            return len(qubits - live), -sum(1 for q in qubits if remaining[q] == 1)
-
-        node = min(ready, key=cost)
-        ready.remove(node)
+    instructions: list[CircuitInstruction] = []
+    for node in order:
         qubits = [index[q] for q in node.qargs]
         for q in qubits:
             if q not in wire:
@@ -89,20 +201,12 @@ def schedule(circuit: QuantumCircuit) -> Schedule | None:
                 else:
                     wire[q] = width
                     width += 1
-                live.add(q)
-        order.append(CircuitInstruction(node.op, node.qargs, node.cargs))
+        instructions.append(CircuitInstruction(node.op, node.qargs, node.cargs))
         for q in qubits:
             remaining[q] -= 1
             if remaining[q] == 0 and q not in measured:
-                live.discard(q)
                 free.append(wire[q])
-        for successor in dag.op_successors(node):
-            if successor.op.name in _NOT_SCHEDULED:
-                continue
-            waiting[successor] -= 1
-            if waiting[successor] == 0:
-                ready.append(successor)
-    return Schedule(tuple(order), wire, frozenset(reused), width)
+    return Schedule(tuple(instructions), wire, frozenset(reused), width)
 
 
 def on_wires(circuit: QuantumCircuit, plan: Schedule, noise: NoiseModel) -> tuple[QuantumCircuit, NoiseModel]:

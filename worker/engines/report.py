@@ -23,7 +23,9 @@ class SimulationReport:
     ``predicted_seconds`` the sum of the runs' predicted times; ``twirled`` the errors replaced
     by their Pauli twirl (``(instruction, physical qubits)`` to Choi trace-norm distance);
     ``bound`` the largest per-run bound on the change of an expectation value those
-    replacements can cause; ``light_cones`` the estimator pieces (``estimator_cones.py``).
+    replacements can cause; ``light_cones`` the estimator pieces (``estimator_cones.py``);
+    ``reused`` the groups run on reused wires; ``stim_runs`` the stabilizer runs sampled with
+    Stim's Pauli frames (``stim_sampler.py``).
     """
 
     methods: Counter[str] = field(default_factory=Counter)
@@ -33,6 +35,7 @@ class SimulationReport:
     bound: float = 0.0
     light_cones: int = 0
     reused: int = 0
+    stim_runs: int = 0
 
     def add_run(self, method: str, width: int, seconds: float) -> None:
         self.methods[method] += 1
@@ -55,13 +58,15 @@ class SimulationReport:
             out["light_cones"] = self.light_cones
         if self.reused:
             out["qubit_reuse"] = self.reused
+        if self.stim_runs:
+            out["stabilizer_sampler"] = "stim"
         if self.twirled:
             worst = max(self.twirled, key=self.twirled.__getitem__)
             out["approximation"] = {
                 "kind": "pauli_twirl",
                 "description": (
-                    "Noise errors the stabilizer method cannot apply (thermal relaxation in Kraus form) "
-                    "were replaced by their Pauli twirl."
+                    "Noise errors that are not Pauli channels (thermal relaxation, in Kraus form or as a "
+                    "mixture with a reset) were replaced by their Pauli twirl for the stabilizer method."
                 ),
                 "errors_twirled": len(self.twirled),
                 "largest_error_distance": round(self.twirled[worst], 6),
@@ -76,8 +81,8 @@ class SimulationReport:
             return []
         worst = max(self.twirled, key=self.twirled.__getitem__)
         return [
-            f"Simulated with the stabilizer method: {len(self.twirled)} noise errors (thermal relaxation in "
-            f"Kraus form) were replaced by their Pauli twirl; the largest distance (Choi trace norm) is "
+            f"Simulated with the stabilizer method: {len(self.twirled)} noise errors that are not Pauli channels "
+            f"(thermal relaxation) were replaced by their Pauli twirl; the largest distance (Choi trace norm) is "
             f"{self.twirled[worst]:.3g}, on {worst[0]} {list(worst[1])}; any expectation value of norm 1 moves "
             f"by at most {self.bound:.3g} from the full-noise value."
         ]
