@@ -35,9 +35,9 @@ from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 from qiskit_runtime_server.worker.engines.clifford import (
     Approximation,
     clifford_bindings,
+    is_pauli_mixture,
     pauli_twirl,
     snapped_circuits,
-    is_pauli_mixture,
 )
 from qiskit_runtime_server.worker.engines.compaction import (
     Instruction,
@@ -305,9 +305,7 @@ class AerEngine:
         sub = run.circuits[0]
         if all(t is not None for t in translated):
             self._admit("stim", sub, run.shots, len(run.circuits), keep, noisy=run.noisy)
-            return np.concatenate(
-                [t.sample(run.shots, seed + i) for i, t in enumerate(translated) if t is not None]
-            )
+            return np.concatenate([t.sample(run.shots, seed + i) for i, t in enumerate(translated) if t is not None])
         self._admit("stabilizer", sub, run.shots, len(run.circuits), keep, noisy=run.noisy)
         run.simulator.set_options(method="stabilizer", device="CPU", max_parallel_threads=0)
         run.circuits = snapped_circuits(run.circuits)

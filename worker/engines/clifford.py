@@ -49,9 +49,12 @@ def is_clifford(circuit: QuantumCircuit) -> bool:
         name = instruction.name
         if name in CLIFFORD_GATES or name in _NON_GATES:
             continue
-        if name in _QUARTER_TURN_GATES and not instruction.is_parameterized():
-            if _quarter_turn(float(instruction.params[0])):
-                continue
+        if (
+            name in _QUARTER_TURN_GATES
+            and not instruction.is_parameterized()
+            and _quarter_turn(float(instruction.params[0]))
+        ):
+            continue
         return False
     return True
 

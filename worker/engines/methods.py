@@ -40,6 +40,7 @@ GPU_METHODS = frozenset({"automatic", "statevector", "density_matrix"})
 # GPU runs at least this wide use cuStateVec (cuQuantum) when the installed qiskit-aer-gpu has it.
 CUSTATEVEC_MIN_QUBITS = 20
 
+
 @cache
 def max_statevector_qubits(memory_limit_mb: int | None, device: str = "CPU") -> int:
     """The widest statevector (complex doubles, 16 bytes per amplitude) that fits the limit and
@@ -130,7 +131,6 @@ def estimate_memory(circuit: QuantumCircuit, method: str) -> float:
     return float(np.sum(32.0 * 2.0 ** (bond[:-1] + bond[1:])))
 
 
-
 def samples_at_end(circuit: QuantumCircuit) -> bool:
     """Whether Aer can sample all shots from one final state: measurements only at the end of
     their qubits, no reset, no control flow (Aer's condition for a density-matrix run)."""
@@ -180,7 +180,6 @@ def run_options(
     if device == "GPU":
         options["cuStateVec_enable"] = gpu and custatevec and circuit.num_qubits >= CUSTATEVEC_MIN_QUBITS
     return options
-
 
 
 # Seconds per unit of work of each method, and per Aer call, measured with ``bench/calibrate.py``

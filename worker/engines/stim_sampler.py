@@ -229,7 +229,8 @@ def translate(circuit: QuantumCircuit, noise: NoiseTable) -> StimCircuit | None:
         key = (name, qubits, round(float(params[0]) / (math.pi / 2)) % 4 if name == "rz" else 0)
         text = noise.gate_text.get(key)
         if text is None:
-            gates = "".join(f"{gate} {' '.join(map(str, targets))}\n" for gate, targets in stim_gates(name, qubits, params))
+            translated = stim_gates(name, qubits, params)
+            gates = "".join(f"{gate} {' '.join(map(str, targets))}\n" for gate, targets in translated)
             text = noise.gate_text[key] = gates + channel
         lines.append(text)
     flips_array = np.array(flips, dtype=float).reshape(-1, 2)
