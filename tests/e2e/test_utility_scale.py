@@ -77,6 +77,7 @@ def test_hello_world_ghz_100_runs_on_the_stabilizer_method_and_says_so(service) 
     stds = np.asarray(result[0].data.stds)
     simulator = result.metadata["simulator"]
     assert simulator["methods"].get("stabilizer", 0) >= 1
+    assert simulator["stabilizer_sampler"] == "stim"
     approximation = simulator["approximation"]
     assert approximation["kind"] == "pauli_twirl" and approximation["errors_twirled"] > 0
     assert 0 < approximation["largest_error_distance"] <= approximation["expectation_value_bound"]

@@ -77,10 +77,10 @@ def test_layer_map_indexes_the_box_qubits() -> None:
     assert len(supports) == 3
 
 
-def test_gate_folding_front_and_back_fold_different_gates() -> None:
+def test_gate_folding_front_and_back_fold_different_gates(monkeypatch: pytest.MonkeyPatch) -> None:
     from qiskit.transpiler import generate_preset_pass_manager
 
-    from qiskit_runtime_server.worker.engines.aer import fake_backend
+    from qiskit_runtime_server.worker.engines.aer import AerEngine, fake_backend
 
     backend = fake_backend("fake_kolkata")
     qc = QuantumCircuit(3)
@@ -92,16 +92,39 @@ def test_gate_folding_front_and_back_fold_different_gates() -> None:
         qc.cx(*pair)
     isa = generate_preset_pass_manager(backend=backend, optimization_level=1, seed_transpiler=1).run(qc)
     observable = SparsePauliOp("XXX").apply_layout(isa.layout)
+    sampled: list[QuantumCircuit] = []
+    original = AerEngine.sample_bits
 
-    def noise_factor_values(amplifier: str) -> np.ndarray:
+    def recording(self: AerEngine, backend_name: str, circuit: QuantumCircuit, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        sampled.append(circuit)
+        return original(self, backend_name, circuit, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(AerEngine, "sample_bits", recording)
+
+    def folded(amplifier: str) -> tuple[list[list[tuple[str, tuple[int, ...]]]], np.ndarray]:
+        """The two-qubit gate sequence of each circuit sampled, and the evs per noise factor."""
+        sampled.clear()
         options = {
             "simulator": {"seed_simulator": 3},
             "resilience": {"zne_mitigation": True, "zne": {"noise_factors": [1, 2, 3], "amplifier": amplifier}},
         }
         params = {"pubs": [[isa, observable, None, 0.05]], "options": options, "resilience_level": 1}
-        return run_estimator(params, "fake_kolkata", engine_for("CPU"), Defaults()).result[0].data.evs_noise_factors
+        evs = run_estimator(params, "fake_kolkata", engine_for("CPU"), Defaults()).result[0].data.evs_noise_factors
+        sequences = [
+            [(i.name, tuple(c.find_bit(q).index for q in i.qubits)) for i in c.data if len(i.qubits) == 2]
+            for c in sampled
+        ]
+        return sequences, np.asarray(evs)
 
-    front, back = noise_factor_values("gate_folding_front"), noise_factor_values("gate_folding_back")
-    # Factors 1 and 3 fold no CX or all; 2 folds half of them, at one end or the other.
-    assert front[0] == back[0] and front[2] == back[2]
-    assert front[1] != back[1]
+    front, front_evs = folded("gate_folding_front")
+    back, back_evs = folded("gate_folding_back")
+    # One circuit per noise factor (the TREX calibration circuit has no two-qubit gate).
+    lengths = sorted({len(sequence) for sequence in front} - {0})
+    assert len(lengths) == 3
+    by_length = {len(s): s for s in front}, {len(s): s for s in back}
+    # Factors 1 and 3 fold no two-qubit gate or all of them; 2 folds half, at one end or the other.
+    assert by_length[0][lengths[0]] == by_length[1][lengths[0]]
+    assert by_length[0][lengths[2]] == by_length[1][lengths[2]]
+    assert by_length[0][lengths[1]] != by_length[1][lengths[1]]
+    assert front_evs[0] == back_evs[0] and front_evs[2] == back_evs[2]
+    assert front_evs[0] > front_evs[1] > front_evs[2]  # more noise, smaller <XXX>

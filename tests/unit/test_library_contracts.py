@@ -11,6 +11,8 @@ saying what moved, when an upgrade inside (or past) those bounds changes one of 
   ``worker/engines`` and ``worker/programs``.
 * qiskit-ibm-runtime: the non-public modules the worker imports, and the ``FakeBackendV2``
   fields ``worker/fractional.py`` sets.
+* samplomatic (the client's twirling library): ``Samplex.sample``'s ``max_workers``, which
+  ``worker/programs/executor.py`` sets to one thread.
 
 A failure here is not a bug to patch around: re-read the override against the new release,
 adapt it, then update the expectation here (and the bound in pyproject.toml).
@@ -309,3 +311,31 @@ def test_fake_backend_builds_its_target_from_its_dicts() -> None:
     }
     # rzz (only in the replaced configuration) is built from the replaced properties.
     assert (0, 1) in backend.target["rzz"] and "rx" not in backend.target
+
+
+def test_samplex_sample_gives_the_same_output_on_one_worker_thread() -> None:
+    """worker/programs/executor.py's ``SerialSamplex`` passes ``max_workers=1`` to
+    ``Samplex.sample``; samplomatic must accept it and draw the same values as with its default
+    pool for the same generator (it spawns one child generator per node)."""
+    import numpy as np
+    from qiskit.circuit import Parameter, QuantumCircuit
+    from samplomatic import Twirl, build
+
+    from qiskit_runtime_server.worker.programs.executor import SerialSamplex
+
+    circuit = QuantumCircuit(3)
+    with circuit.box([Twirl()]):
+        circuit.rx(Parameter("a"), 0)
+        circuit.cz(0, 1)
+        circuit.cz(1, 2)
+    with circuit.box([Twirl()]):
+        circuit.measure_all()
+    _, samplex = build(circuit)
+    pooled = samplex.sample({"parameter_values": [0.3]}, num_randomizations=50, rng=np.random.default_rng(7))
+    serial = SerialSamplex(samplex).sample(
+        {"parameter_values": [0.3]}, num_randomizations=50, rng=np.random.default_rng(7)
+    )
+    assert set(pooled) == set(serial)
+    for key in pooled:
+        assert np.array_equal(np.asarray(pooled[key]), np.asarray(serial[key])), key
+    assert np.asarray(pooled["parameter_values"]).std(axis=0).max() > 0  # twirled: the draws vary

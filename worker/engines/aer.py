@@ -63,6 +63,8 @@ from qiskit_runtime_server.worker.engines.partition import Component, noise_is_l
 from qiskit_runtime_server.worker.engines.qubit_reuse import on_wires, schedule
 from qiskit_runtime_server.worker.engines.report import SimulationReport
 from qiskit_runtime_server.worker.engines.single_qubit import NoiseChannels
+from qiskit_runtime_server.worker.engines.small_groups import MAX_QUBITS as SMALL_GROUP_QUBITS
+from qiskit_runtime_server.worker.engines.small_groups import SmallGroupProgram, compile_small_group
 from qiskit_runtime_server.worker.engines.stim_sampler import NoiseTable, translate
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.fractional import with_fractional_gates
@@ -247,16 +249,28 @@ class AerEngine:
         return str(options["method"])
 
     def _admit(
-        self, method: str, circuit: QuantumCircuit, shots: int, experiments: int, keep: Sequence[int], noisy: bool
+        self,
+        method: str,
+        circuit: QuantumCircuit,
+        shots: int,
+        experiments: int,
+        keep: Sequence[int],
+        noisy: bool,
+        steps: SmallGroupProgram | None = None,
     ) -> None:
         """Add one run's predicted time to the job's; fail the job if that passes its cap.
+        ``method`` ``"stim"`` is reported as the stabilizer method, ``"small_group"`` (the
+        numpy density matrix of ``steps``) as a density matrix.
 
         Raises:
             ProgramError: the job's predicted simulation time exceeds ``max_job_seconds``.
         """
-        seconds = predict_seconds(method, circuit, shots, experiments, noisy)
-        # Stim samples the stabilizer method's circuits: reported under that method.
-        self.report.add_run("stabilizer" if method == "stim" else method, len(keep), seconds)
+        if steps is not None:
+            seconds = steps.predicted_seconds(shots)
+        else:
+            seconds = predict_seconds(method, circuit, shots, experiments, noisy)
+        reported = {"stim": "stabilizer", "small_group": "density_matrix"}.get(method, method)
+        self.report.add_run(reported, len(keep), seconds)
         if method == "stim":
             self.report.stim_runs += 1
         cap = self.max_job_seconds
@@ -372,6 +386,13 @@ class AerEngine:
             ProgramError: Aer cannot run the group (for example, it does not fit in memory), or
                 the job's predicted time passes its cap.
         """
+        if 2 <= len(group.qubits) <= SMALL_GROUP_QUBITS and not group.control_flow:
+            small = compile_small_group(
+                circuit, group.qubits, group.clbits, self.noise_channels(backend_name, noise_model), values, columns
+            )
+            if small is not None:
+                self._admit("small_group", circuit, shots, values.shape[0], list(group.qubits), noisy=True, steps=small)
+                return small.sample(shots, np.random.default_rng(seed), len(group.clbits))
         keep = list(group.qubits)
         sub = compact_circuit(circuit, keep, others="drop")
         used = frozenset((name, tuple(keep[i] for i in qubits)) for name, qubits in used_instructions([sub]))
@@ -501,12 +522,8 @@ class AerEngine:
             circuit = pub.circuit
             pub_shots = pub.shots if pub.shots is not None else shots
             shape = pub.parameter_values.shape
-            bits = self.sample_bits(backend_name, circuit, pub.parameter_values, pub_shots, noise_model, rng)
-            data = {}
-            for register in circuit.cregs:
-                indices = [circuit.find_bit(bit).index for bit in register]
-                registered = bits[:, :, indices].reshape(*shape, pub_shots, len(indices))
-                data[register.name] = BitArray.from_bool_array(registered, order="little")
+            registers = self._registers(backend_name, pub, pub_shots, noise_model, rng)
+            data = {name: BitArray.from_bool_array(bits, order="little") for name, bits in registers.items()}
             results.append(
                 SamplerPubResult(
                     DataBin(**data, shape=shape),
@@ -514,6 +531,38 @@ class AerEngine:
                 )
             )
         return PrimitiveResult(results, metadata={"version": 2})
+
+    def sample_registers(
+        self,
+        backend_name: str,
+        pub: SamplerPub,
+        *,
+        shots: int,
+        seed: int | None,
+        noise_model: NoiseModel | None,
+    ) -> dict[str, np.ndarray]:
+        """Each classical register's bits ``(*pub shape, shots, register size)`` (bool, bit 0
+        first, as ``BitArray.to_bool_array(order="little")``): :meth:`sample` without packing
+        the bits into ``BitArray`` s, for callers that need them unpacked (the executor)."""
+        pub_shots = pub.shots if pub.shots is not None else shots
+        return self._registers(backend_name, pub, pub_shots, noise_model, np.random.default_rng(seed))
+
+    def _registers(
+        self, backend_name: str, pub: SamplerPub, shots: int, noise_model: NoiseModel | None, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        circuit = pub.circuit
+        shape = pub.parameter_values.shape
+        bits = self.sample_bits(backend_name, circuit, pub.parameter_values, shots, noise_model, rng)
+        out = {}
+        for register in circuit.cregs:
+            indices = [circuit.find_bit(bit).index for bit in register]
+            if indices == list(range(indices[0] if indices else 0, (indices[0] if indices else 0) + len(indices))):
+                # A register of consecutive bits (the usual case): a view, not a copy.
+                selected = bits[:, :, indices[0] : indices[0] + len(indices)] if indices else bits[:, :, :0]
+            else:
+                selected = bits[:, :, indices]
+            out[register.name] = selected.reshape(*shape, shots, len(indices))
+        return out
 
     def estimate(
         self,

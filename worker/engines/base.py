@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
     from qiskit.primitives import PrimitiveResult
     from qiskit.primitives.containers.estimator_pub import EstimatorPub
     from qiskit.primitives.containers.sampler_pub import SamplerPub
@@ -35,6 +36,16 @@ class SimulationEngine(Protocol):
         seed: int | None,
         noise_model: NoiseModel | None,
     ) -> PrimitiveResult: ...
+
+    def sample_registers(
+        self,
+        backend_name: str,
+        pub: SamplerPub,
+        *,
+        shots: int,
+        seed: int | None,
+        noise_model: NoiseModel | None,
+    ) -> dict[str, np.ndarray]: ...
 
     def estimate(
         self,

@@ -151,7 +151,7 @@ def pauli_twirl(error: QuantumError) -> Twirled:
     """The Pauli twirl of ``error`` (same Pauli fidelities) and its distance from it."""
     n = error.num_qubits
     dim = 2**n
-    superop = _superop(error)
+    superop = row_major_superop(error)
     paulis = _pauli_matrices(n)
     # f_a = Tr(P_a E(P_a)) / d with row-major vectorisation: Tr(A B) = vec(A^T) . vec(B).
     evolved = paulis.reshape(len(paulis), -1) @ superop.T
@@ -160,7 +160,7 @@ def pauli_twirl(error: QuantumError) -> Twirled:
     probabilities /= probabilities.sum()
     twirled = pauli_error([(label, float(p)) for label, p in zip(_labels(n), probabilities, strict=True) if p > 0])
     twirled_superop = np.einsum("b,bij,bkl->ikjl", probabilities, paulis, paulis.conj()).reshape(dim * dim, -1)
-    choi = _choi(superop - twirled_superop, dim)
+    choi = superop_choi(superop - twirled_superop, dim)
     distance = float(np.abs(np.linalg.eigvalsh((choi + choi.conj().T) / 2)).sum())
     return Twirled(twirled, distance)
 
@@ -170,7 +170,7 @@ def _pauli_matrices(num_qubits: int) -> np.ndarray:
     return np.array([Pauli(label).to_matrix() for label in _labels(num_qubits)])
 
 
-def _choi(superop: np.ndarray, dim: int) -> np.ndarray:
+def superop_choi(superop: np.ndarray, dim: int) -> np.ndarray:
     """The Choi matrix ``sum_ij E(|i><j|) (x) |i><j|`` of a row-major superoperator."""
     return superop.reshape(dim, dim, dim, dim).transpose(0, 2, 1, 3).reshape(dim * dim, dim * dim)
 
@@ -178,7 +178,7 @@ def _choi(superop: np.ndarray, dim: int) -> np.ndarray:
 _RESET_KRAUS = (np.array([[1, 0], [0, 0]], dtype=complex), np.array([[0, 1], [0, 0]], dtype=complex))
 
 
-def _superop(error: QuantumError) -> np.ndarray:
+def row_major_superop(error: QuantumError) -> np.ndarray:
     """``error``'s channel as a row-major superoperator (``vec(K rho K^+) = (K (x) K*) vec(rho)``),
     built from its circuits' Kraus operators (much faster than ``to_quantumchannel`` for the
     one- and two-qubit errors of a backend's noise model)."""

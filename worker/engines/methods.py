@@ -198,6 +198,19 @@ SECONDS_PER_RUN = 0.005
 STIM_COMPILE_UNITS = 10_000
 
 
+# Time of a sampled item outside the simulator runs: drawing its twirls (samplomatic), binding
+# and splitting its circuits, converting its bits. Fitted on bench/utility.py's cases (CHSH,
+# GHZ, kicked Ising, QAOA, mirror): a fixed cost per item with a samplex, plus a cost per bound
+# instruction (bindings x instructions).
+SECONDS_PER_SAMPLEX_ITEM = 0.25
+SECONDS_PER_BOUND_INSTRUCTION = 4e-7
+
+
+def predict_item_overhead(bindings: int, instructions: int, samplex: bool) -> float:
+    """Predicted seconds a sampled executor item costs besides its simulator runs."""
+    return (SECONDS_PER_SAMPLEX_ITEM if samplex else 0.0) + SECONDS_PER_BOUND_INSTRUCTION * bindings * instructions
+
+
 def predict_seconds(method: str, circuit: QuantumCircuit, shots: int, experiments: int, noisy: bool = True) -> float:
     """Predicted wall time (s) of one Aer run of ``circuit`` with ``method``.
 

@@ -42,6 +42,10 @@ class SimulationReport:
         self.widest = max(self.widest, width)
         self.predicted_seconds += seconds
 
+    def add_overhead(self, seconds: float) -> None:
+        """Add predicted time spent outside simulator runs (twirls drawn, circuits bound)."""
+        self.predicted_seconds += seconds
+
     def add_approximation(self, approximation: Approximation) -> None:
         self.twirled.update(approximation.errors)
         self.bound = max(self.bound, approximation.bound)

@@ -152,7 +152,14 @@ class NoiseTable:
         self._channels: dict[tuple[str, tuple[int, ...]], str | None] = {}
         # Stim text of a gate and its error, by (name, qubits, quarter turns of an rz).
         self.gate_text: dict[tuple[str, tuple[int, ...], int], str] = {}
-        self.supported = model is None or not getattr(model, "_nonlocal_quantum_errors", None)
+        # Correlated readout errors (on several qubits) have no per-bit form here.
+        readouts = getattr(model, "_local_readout_errors", {}) if model is not None else {}
+        default = getattr(model, "_default_readout_error", None) if model is not None else None
+        self.supported = model is None or (
+            not getattr(model, "_nonlocal_quantum_errors", None)
+            and all(len(qubits) == 1 for qubits in readouts)
+            and (default is None or default.number_of_qubits == 1)
+        )
 
     def channel(self, name: str, qubits: tuple[int, ...]) -> str | None:
         """Stim text of the error after (``measure``: before) ``name`` on ``qubits``, ``""`` for

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from qiskit_runtime_server.shared.executor_schemas import EXECUTOR_SCHEMA_VERSIONS
 from qiskit_runtime_server.worker.engines.base import SimulationEngine
+from qiskit_runtime_server.worker.engines.methods import predict_item_overhead
 from qiskit_runtime_server.worker.errors import ProgramError
 from qiskit_runtime_server.worker.jobspec import Defaults
 from qiskit_runtime_server.worker.programs.isa_check import check_isa
@@ -197,10 +198,12 @@ def _sample_item(
 
     start = datetime.now(UTC)
     shape = tuple(item.shape)
+    instructions = len((item.circuit if circuit is None else circuit).data)
+    engine.report.add_overhead(predict_item_overhead(math.prod(shape), instructions, hasattr(item, "samplex")))
     extra: dict[str, np.ndarray] = {}
     if hasattr(item, "samplex"):
         try:
-            extra = broadcast_sample(item.samplex, item.samplex_arguments, shape, rng)
+            extra = broadcast_sample(SerialSamplex(item.samplex), item.samplex_arguments, shape, rng)
             values = extra.pop("parameter_values", None)
         except Exception as exc:
             raise ProgramError(f"Item {index}: the samplex could not be sampled: {type(exc).__name__}: {exc}") from None
@@ -221,10 +224,25 @@ def _sample_item(
         pub = SamplerPub.coerce((circuit, bindings), shots)
     except (ValueError, TypeError) as exc:
         raise ProgramError(f"Item {index} is invalid: {exc}") from None
-    result = engine.sample(backend, [pub], shots=shots, seed=choices.seed, noise_model=choices.noise_model)
-    bits = {name: array.to_bool_array(order="little") for name, array in result[0].data.items()}
+    bits = engine.sample_registers(backend, pub, shots=shots, seed=choices.seed, noise_model=choices.noise_model)
     stop = datetime.now(UTC)
     return ItemRun({**extra, **bits}, math.prod(shape), len(shape), start, stop)
+
+
+class SerialSamplex:
+    """A samplex whose ``sample`` runs its nodes on one worker thread.
+
+    ``Samplex.sample`` starts a thread pool on every call; ``broadcast_sample`` calls it once per
+    slice of a sweep, and with many small slices (a 21-angle CHSH sweep: 85 calls) starting the
+    pools costs more than the sampling. The output is the same: samplomatic spawns one child
+    generator per node from ``rng`` whatever the pool size (tests/unit/test_library_contracts.py).
+    """
+
+    def __init__(self, samplex: Any) -> None:
+        self._samplex = samplex
+
+    def sample(self, *args: Any, **kwargs: Any) -> Any:
+        return self._samplex.sample(*args, max_workers=1, **kwargs)
 
 
 def pec_items(passthrough_data: Any) -> set[int]:

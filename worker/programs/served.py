@@ -99,6 +99,20 @@ class DryRunEngine:
             )
         return PrimitiveResult(results, metadata={"version": 2})
 
+    def sample_registers(
+        self, backend_name: str, pub: SamplerPub, *, shots: int, seed: int | None, noise_model: Any
+    ) -> dict[str, np.ndarray]:
+        """Random bits ``(*pub shape, shots, register size)`` per classical register."""
+        rng = np.random.default_rng(seed)
+        pub_shots = pub.shots if pub.shots is not None else shots
+        shape = pub.parameter_values.shape
+        return {
+            register.name: self._random_bits(rng, math.prod(shape), pub_shots, register.size).reshape(
+                *shape, pub_shots, register.size
+            )
+            for register in pub.circuit.cregs
+        }
+
     def estimate(
         self, backend_name: str, pubs: list[EstimatorPub], *, precision: float, seed: int | None, noise_model: Any
     ) -> PrimitiveResult:

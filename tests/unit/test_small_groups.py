@@ -1,0 +1,139 @@
+"""Small groups (2-3 qubits) of a wide ISA circuit run as one batched density matrix in numpy.
+
+The reference is the engine's Aer path for the same group (``AerEngine.run_group``: compacted
+circuit, the backend's noise model cut down to it, Aer's density matrix): both laws are compared
+binding by binding (total variation distance within shot noise), with parameterized gates,
+``ecr``, a delay under the relaxation pass, a reset, asymmetric readout and measurements in
+another order than the qubits'. Negative controls show the comparison can fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
+
+from qiskit_runtime_server.worker.engines.aer import AerEngine, backend_noise_model, fake_backend
+from qiskit_runtime_server.worker.engines.partition import independent_components
+from qiskit_runtime_server.worker.engines.single_qubit import NoiseChannels
+from qiskit_runtime_server.worker.engines.small_groups import compile_small_group
+
+BACKEND = "fake_sherbrooke"
+SHOTS = 60_000
+
+
+def edges(backend_name: str) -> set[tuple[int, int]]:
+    return {(int(a), int(b)) for a, b in fake_backend(backend_name).coupling_map.get_edges()}
+
+
+def coupled(backend_name: str, count: int) -> list[int]:
+    """``count`` physical qubits on a path of the coupling map (either direction)."""
+    undirected = edges(backend_name) | {(b, a) for a, b in edges(backend_name)}
+    path = [0]
+    while len(path) < count:
+        path.append(next(b for a, b in sorted(undirected) if a == path[-1] and b not in path))
+    return path
+
+
+def ecr(circuit: QuantumCircuit, a: int, b: int) -> None:
+    """An ``ecr`` between ``a`` and ``b`` in the direction the backend offers."""
+    circuit.ecr(a, b) if (a, b) in edges(BACKEND) else circuit.ecr(b, a)
+
+
+def wide_circuit(qubits: list[int], theta: Parameter) -> QuantumCircuit:
+    """A noisy circuit on ``qubits`` of the 127-qubit device: parameterized rotations, ``ecr``
+    along the path, a delay, a reset, and measurements in reverse order."""
+    circuit = QuantumCircuit(127, len(qubits))
+    circuit.sx(qubits[0])
+    for a, b in itertools.pairwise(qubits):
+        ecr(circuit, a, b)
+        circuit.sx(b)
+        circuit.rz(theta, b)
+        circuit.sx(b)
+        circuit.rz(theta / 2 + 0.3, a)
+        circuit.sx(a)
+    circuit.delay(2000, qubits[-1], unit="dt")
+    circuit.x(qubits[0])
+    if len(qubits) == 3:
+        circuit.reset(qubits[1])
+        circuit.sx(qubits[1])
+        ecr(circuit, qubits[1], qubits[2])
+    for clbit, qubit in reversed(list(enumerate(qubits))):
+        circuit.measure(qubit, clbit)
+    return circuit
+
+
+def law(bits: np.ndarray) -> list[dict[str, float]]:
+    """Per binding, the frequency of each outcome string of ``bits`` ``(bindings, shots, c)``."""
+    out = []
+    for binding in bits:
+        counts = Counter("".join("1" if b else "0" for b in row) for row in binding)
+        out.append({key: value / binding.shape[0] for key, value in counts.items()})
+    return out
+
+
+def tvd(p: dict[str, float], q: dict[str, float]) -> float:
+    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in set(p) | set(q))
+
+
+@pytest.mark.parametrize("width", [2, 3])
+def test_small_group_law_matches_the_aer_density_matrix(width: int) -> None:
+    theta = Parameter("θ")
+    qubits = coupled(BACKEND, width)
+    circuit = wide_circuit(qubits, theta)
+    values = np.array([[0.0], [math.pi / 3], [2.1]])
+    columns = {theta: 0}
+    groups = independent_components(circuit)
+    assert groups is not None and len(groups) == 1
+    group = groups[0]
+    noise = NoiseChannels(backend_noise_model(BACKEND))
+    program = compile_small_group(circuit, group.qubits, group.clbits, noise, values, columns)
+    assert program is not None
+    ours = program.sample(SHOTS, np.random.default_rng(3), len(group.clbits))
+    engine = AerEngine()
+    reference = engine.run_group(BACKEND, None, circuit, group, values, columns, SHOTS, 11)
+    assert sum(engine.report.methods.values()) == 1, engine.report.methods  # one Aer run
+    for p, q in zip(law(ours), law(reference), strict=True):
+        # 60k shots over at most 8 outcomes: the TVD of two samples of one law is about 0.006.
+        assert tvd(p, q) < 0.02, (p, q)
+    # The exact law is a probability distribution per binding, and the bindings differ.
+    exact = program.probabilities()
+    assert np.allclose(exact.sum(axis=1), 1.0)
+    assert not np.allclose(exact[0], exact[1], atol=0.05)
+
+
+def test_a_wrong_noise_model_is_detected() -> None:
+    """Negative control: the same comparison against the group without noise fails."""
+    theta = Parameter("θ")
+    qubits = coupled(BACKEND, 2)
+    circuit = wide_circuit(qubits, theta)
+    values = np.array([[0.4]])
+    group = independent_components(circuit)[0]  # type: ignore[index]
+    ideal = compile_small_group(circuit, group.qubits, group.clbits, NoiseChannels(None), values, {theta: 0})
+    assert ideal is not None
+    reference = AerEngine().run_group(BACKEND, None, circuit, group, values, {theta: 0}, SHOTS, 11)
+    assert tvd(law(ideal.sample(SHOTS, np.random.default_rng(3), 2))[0], law(reference)[0]) > 0.02
+
+
+def test_what_it_does_not_cover_goes_back_to_aer() -> None:
+    qubits = coupled(BACKEND, 2)
+    noise = NoiseChannels(backend_noise_model(BACKEND))
+    values = np.zeros((1, 0))
+    mid = QuantumCircuit(127, 2)
+    ecr(mid, qubits[0], qubits[1])
+    mid.measure(qubits[0], 0)
+    mid.sx(qubits[0])  # a gate after the measurement of its qubit
+    mid.measure(qubits[1], 1)
+    assert compile_small_group(mid, tuple(qubits), (0, 1), noise, values, {}) is None
+    with_flow = QuantumCircuit(127, 2)
+    ecr(with_flow, qubits[0], qubits[1])
+    with_flow.measure(qubits[0], 0)
+    with with_flow.if_test((with_flow.clbits[0], 1)):
+        with_flow.x(qubits[1])
+    with_flow.measure(qubits[1], 1)
+    assert compile_small_group(with_flow, tuple(qubits), (0, 1), noise, values, {}) is None
