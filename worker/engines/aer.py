@@ -410,6 +410,7 @@ class AerEngine:
             sub, sim = reuse
             method = "density_matrix"
             experiments = bindings if sub.num_parameters else 1
+            _parallel_bindings(sim, 4.0**sub.num_qubits, experiments)
             self._admit(method, sub, experiment_shots, experiments, keep, noisy=True)
             pubs = [_sampler_pub(sub, sub_values, shots, bindings)]
         elif wide:
@@ -446,6 +447,7 @@ class AerEngine:
                     "job may use (QRS_JOB_MEMORY_LIMIT)."
                 )
             experiments = bindings if sub.num_parameters else 1
+            _parallel_bindings(sim, work, experiments)
             self._admit(method, sub, experiment_shots, experiments, keep, noisy=not model.is_ideal())
             pubs = [_sampler_pub(sub, sub_values, shots, bindings)]
         sampler = AerSamplerV2.from_backend(sim, seed=seed)
@@ -631,6 +633,21 @@ def _sampler_pub(circuit: QuantumCircuit, values: np.ndarray, shots: int, bindin
     if circuit.num_parameters:
         return SamplerPub(circuit, BindingsArray({tuple(circuit.parameters): values}), shots, validate=False)
     return SamplerPub(circuit, BindingsArray(), shots * bindings, validate=False)
+
+
+def _parallel_bindings(sim: AerSimulator, work: float, experiments: int) -> None:
+    """Run the bindings of a run side by side when each is too small for threads of its own
+    but together they are not (a 6-wire density matrix with 128 bindings: 1.5x faster on 2
+    cores); otherwise one binding after another, as Aer does by default."""
+    small = work < SINGLE_THREAD_WORK
+    if small and experiments > 1 and work * experiments >= PARALLEL_BINDINGS_WORK:
+        sim.set_options(max_parallel_threads=0, max_parallel_experiments=0)
+    else:
+        sim.set_options(max_parallel_experiments=1)
+
+
+# Total amplitudes per instruction (work x bindings) from which bindings run side by side.
+PARALLEL_BINDINGS_WORK = 2.0**20
 
 
 @dataclass
