@@ -15,7 +15,7 @@ import importlib
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
 
@@ -42,6 +42,7 @@ from qiskit_runtime_server.worker.engines.clifford import (
 from qiskit_runtime_server.worker.engines.compaction import (
     Instruction,
     compact_circuit,
+    error_table,
     reduce_noise_model,
     used_instructions,
 )
@@ -164,7 +165,6 @@ class AerEngine:
         if form == "exact":
             return reduce_noise_model(model, keep, used)
         source = backend_name or ""
-        local = getattr(model, "_local_quantum_errors", {})
         if form == "pauli":
             # A job's explicit model is cached under source "" for that job only (begin_job).
             twirled = self._twirled
@@ -178,7 +178,15 @@ class AerEngine:
                 return twirled[(source, name, qubits)][0]
 
             return reduce_noise_model(model, keep, used, twirl)
-        # Convert every error this group needs in one Aer call, then look them up.
+        return reduce_noise_model(model, keep, used, self._kraus_transform(model, backend_name, used))
+
+    def _kraus_transform(
+        self, model: NoiseModel, backend_name: str | None, used: frozenset[Instruction]
+    ) -> Callable[[str, tuple[int, ...], QuantumError], QuantumError]:
+        """Each error of ``used`` in Kraus form: the missing ones converted in one Aer call and
+        cached per backend (an explicit model's only for this call)."""
+        source = backend_name or ""
+        local = getattr(model, "_local_quantum_errors", {})
         cache = self._kraus_errors if backend_name is not None else {}
         missing = [
             (name, qubits, local[name][qubits])
@@ -191,7 +199,7 @@ class AerEngine:
         def transform(name: str, qubits: tuple[int, ...], error: QuantumError) -> QuantumError:
             return cache.get((source, name, qubits)) or error
 
-        return reduce_noise_model(model, keep, used, transform)
+        return transform
 
     def noise_channels(self, backend_name: str, noise_model: NoiseModel | None) -> NoiseChannels:
         """Single-qubit noise of the backend (cached) or of an explicit model (this job only)."""
@@ -355,10 +363,11 @@ class AerEngine:
         if plan is None:
             return None
         model = noise_model if noise_model is not None else backend_noise_model(backend_name)
-        reduced = self._reduce(model, backend_name if noise_model is None else None, keep, used, "kraus")
-        if reduced is None:
+        source = backend_name if noise_model is None else None
+        table = error_table(model, keep, used, self._kraus_transform(model, source, used))
+        if table is None:
             return None
-        circuit, readout = on_wires(sub, plan, reduced)
+        circuit, readout = on_wires(sub, plan, table)
         sim = AerSimulator(noise_model=readout, method="density_matrix", max_memory_mb=self.memory_limit_mb)
         sim.set_options(device="CPU", max_parallel_threads=1 if 4.0**plan.width < SINGLE_THREAD_WORK else 0)
         self.report.reused += 1
@@ -410,6 +419,16 @@ class AerEngine:
             sub, sim = reuse
             method = "density_matrix"
             experiments = bindings if sub.num_parameters else 1
+            if sub.num_qubits <= SMALL_GROUP_QUBITS:
+                # Few wires: the batched numpy density matrix, errors as the circuit states them.
+                wires = tuple(range(sub.num_qubits))
+                readout = NoiseChannels(sim.options.noise_model)
+                clbits = tuple(range(sub.num_clbits))
+                small = compile_small_group(sub, wires, clbits, readout, sub_values, _columns(sub))
+                if small is not None:
+                    self._admit("small_group", sub, shots, bindings, keep, noisy=True, steps=small)
+                    bits = small.sample(shots, np.random.default_rng(seed), len(clbits))
+                    return bits[:, :, _positions(circuit, sub, group)]
             _parallel_bindings(sim, 4.0**sub.num_qubits, experiments)
             self._admit(method, sub, experiment_shots, experiments, keep, noisy=True)
             pubs = [_sampler_pub(sub, sub_values, shots, bindings)]
@@ -633,6 +652,17 @@ def _sampler_pub(circuit: QuantumCircuit, values: np.ndarray, shots: int, bindin
     if circuit.num_parameters:
         return SamplerPub(circuit, BindingsArray({tuple(circuit.parameters): values}), shots, validate=False)
     return SamplerPub(circuit, BindingsArray(), shots * bindings, validate=False)
+
+
+def _columns(circuit: QuantumCircuit) -> dict[Parameter, int]:
+    """Each parameter of ``circuit`` and its column in values given in ``circuit.parameters`` order."""
+    return {parameter: i for i, parameter in enumerate(circuit.parameters)}
+
+
+def _positions(circuit: QuantumCircuit, sub: QuantumCircuit, group: Component) -> list[int]:
+    """Where each of ``group``'s classical bits (indices of ``circuit``) sits among ``sub``'s."""
+    index = {circuit.find_bit(bit).index: i for i, bit in enumerate(sub.clbits)}
+    return [index[c] for c in group.clbits]
 
 
 def _parallel_bindings(sim: AerSimulator, work: float, experiments: int) -> None:

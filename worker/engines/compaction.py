@@ -15,6 +15,7 @@ simulates the full circuit with the full model (slower, still correct).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from qiskit.circuit import CircuitInstruction, QuantumCircuit, QuantumRegister
@@ -162,3 +163,47 @@ def reduce_noise_model(
         except (AttributeError, IndexError, TypeError):
             return None
     return reduced
+
+
+@dataclass
+class ErrorTable:
+    """The errors of some instructions of a compacted group, read like a ``NoiseModel``'s private
+    tables (``qubit_reuse.on_wires`` reads nothing else), without building one: Aer's
+    ``add_quantum_error`` checks every error it is given, which costs more than the lookups."""
+
+    basis_gates: list[str]
+    _local_quantum_errors: dict[str, dict[tuple[int, ...], QuantumError]]
+    _default_quantum_errors: dict[str, QuantumError]
+    _local_readout_errors: dict[tuple[int, ...], Any]
+    _default_readout_error: Any
+
+
+def error_table(
+    model: NoiseModel, keep: Sequence[int], used: frozenset[Instruction], transform: ErrorTransform | None = None
+) -> ErrorTable | None:
+    """The errors ``model`` applies to instructions ``used`` (physical numbering) of a group on
+    ``keep``, and the readout errors of ``keep``, renumbered to ``0..len(keep)-1``, as
+    :func:`reduce_noise_model` keeps them; ``None`` when the model's tables are not readable."""
+    position = {physical: i for i, physical in enumerate(keep)}
+    try:
+        local_errors = model._local_quantum_errors
+        readout_errors = model._local_readout_errors
+        default_errors = model._default_quantum_errors
+        default_readout = model._default_readout_error
+    except AttributeError:
+        return None
+    used_names = {name for name, _ in used}
+    local: dict[str, dict[tuple[int, ...], QuantumError]] = {}
+    for name, qubits in used:
+        error = local_errors.get(name, {}).get(qubits)
+        if error is not None and all(q in position for q in qubits):
+            if transform is not None:
+                error = transform(name, qubits, error)
+            local.setdefault(name, {})[tuple(position[q] for q in qubits)] = error
+    readouts = {
+        tuple(position[q] for q in qubits): error
+        for qubits, error in readout_errors.items()
+        if all(q in position for q in qubits)
+    }
+    defaults = {name: error for name, error in default_errors.items() if name in used_names}
+    return ErrorTable(list(model.basis_gates), local, defaults, readouts, default_readout)

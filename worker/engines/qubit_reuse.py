@@ -27,6 +27,8 @@ from qiskit.converters import circuit_to_dag
 from qiskit.dagcircuit import DAGOpNode
 from qiskit_aer.noise import NoiseModel
 
+from qiskit_runtime_server.worker.engines.compaction import ErrorTable
+
 _NOT_SCHEDULED = frozenset({"barrier"})
 
 
@@ -69,6 +71,8 @@ def schedule(circuit: QuantumCircuit, max_width: int | None = None) -> Schedule 
     for depth in range(1, LOOKAHEAD + 1):
         if depth > 1 and search.nodes_count * search.qubits_count**depth > LOOKAHEAD_WORK:
             break
+        if depth > 1 and best_width <= SMALL_ENOUGH:
+            break  # a density matrix this narrow costs less than a deeper search
         order, width = search.run(depth)
         if best is None or width < best_width:
             best, best_width = order, width
@@ -84,6 +88,8 @@ def schedule(circuit: QuantumCircuit, max_width: int | None = None) -> Schedule 
 # deeper search may take (about a second here for a 2-step kicked Ising cone at depth 3).
 LOOKAHEAD = 3
 LOOKAHEAD_WORK = 2_000_000
+# Widths at which a deeper search stops (4^5 amplitudes per binding).
+SMALL_ENOUGH = 5
 _CONTROL_FLOW = frozenset({"if_else", "while_loop", "for_loop", "switch_case", "box"})
 
 
@@ -209,11 +215,13 @@ def _assign_wires(order: list[DAGOpNode], index: dict[object, int], measured: se
     return Schedule(tuple(instructions), wire, frozenset(reused), width)
 
 
-def on_wires(circuit: QuantumCircuit, plan: Schedule, noise: NoiseModel) -> tuple[QuantumCircuit, NoiseModel]:
+def on_wires(
+    circuit: QuantumCircuit, plan: Schedule, noise: NoiseModel | ErrorTable
+) -> tuple[QuantumCircuit, NoiseModel]:
     """``circuit`` on ``plan.width`` wires with its errors explicit, and the readout-only model.
 
-    ``noise`` is the group's noise model in ``circuit``'s numbering (compacted), as
-    :func:`~worker.engines.compaction.reduce_noise_model` builds it.
+    ``noise`` holds the group's errors in ``circuit``'s numbering (compacted), as
+    :func:`~worker.engines.compaction.error_table` (or ``reduce_noise_model``) gives them.
     """
     local = noise._local_quantum_errors
     default = noise._default_quantum_errors

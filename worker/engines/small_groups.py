@@ -170,6 +170,9 @@ def compile_small_group(
                 measured.append((targets[0], position[clbit_index[instruction.clbits[0]]]))
                 readout.append(noise.readout(on[0]))
                 continue
+            if instruction.name == "quantum_channel":  # an error stated in the circuit (qubit_reuse.py)
+                steps.append(("kraus", _stated_error(instruction.operation._quantum_error, targets, k)))
+                continue
             if instruction.name == "reset":
                 steps.append(("kraus", [embed(m, targets, k) for m in _RESET_KRAUS]))
             elif instruction.name != "delay":
@@ -212,6 +215,21 @@ def _fixed(name: str, params: tuple[float, ...], operation: Any, targets: tuple[
 
 # Embedded Kraus operators by (model id, instruction, qubits, ...), with the model they came
 # from: an id is only reused once its model is gone, and the check below notices.
+def _stated_error(error: QuantumError, targets: tuple[int, ...], k: int) -> list[np.ndarray]:
+    """Embedded Kraus operators of an error instruction (memoised by the error object: the
+    engine's Kraus-form errors are shared by every circuit of a backend)."""
+    key = (id(error), targets, k)
+    cached = _STATED.get(key)
+    if cached is None or cached[0] is not error:
+        cached = (error, [embed(m, targets, k) for m in kraus_operators(error)])
+        if len(_STATED) > 4096:
+            _STATED.clear()
+        _STATED[key] = cached
+    return cached[1]
+
+
+_STATED: dict[tuple[object, ...], tuple[QuantumError, list[np.ndarray]]] = {}
+
 _ERRORS: dict[tuple[object, ...], tuple[object, list[np.ndarray]]] = {}
 
 
