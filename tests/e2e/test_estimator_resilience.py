@@ -26,9 +26,9 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="qiskit_ib
 
 BACKEND = "fake_kolkata"
 PRECISION = 0.03
-# The unmitigated and TREX runs that others are compared with: readout bias is ~0.03 per
-# observable, so these need stds well below that.
-BASE_PRECISION = 0.015
+# The unmitigated and TREX runs that others are compared with: readout bias is ~0.035 on <ZZI>,
+# so these need stds well below that (at 0.01 TREX's gain stayed >= 0.025 over seeds 11-14).
+BASE_PRECISION = 0.01
 SEED = 11
 IDEAL = np.array([1.0, 1.0])
 
@@ -137,9 +137,10 @@ def test_level_1_trex_removes_readout_bias(trex, unmitigated) -> None:
     assert result.metadata["resilience"]["measure_mitigation"] is True
     assert result.metadata["resilience"]["measure_noise_learning"] == {"num_randomizations": "auto"}
     assert result.metadata["twirling"]["enable_measure"] is True
-    # IBM's "auto" split of 4445 shots: max(64, ceil(4445/32)) = 139 per randomization.
+    # IBM's "auto" split of ceil(1 / precision^2) = 10000 shots: max(64, ceil(10000/32)) = 313 per
+    # randomization.
     assert result[0].metadata["num_randomizations"] == 32
-    assert result[0].metadata["shots"] == 32 * 139
+    assert result[0].metadata["shots"] == 32 * 313
     assert result[0].metadata["target_precision"] == BASE_PRECISION
 
 
@@ -150,7 +151,9 @@ def test_default_level_is_ibm_level_1(kolkata, pub) -> None:
 
 
 def test_level_2_zne_extrapolates_towards_ideal(kolkata, pub, trex) -> None:
-    result = run(kolkata, pub, resilience_level=2)
+    # Extrapolation multiplies the stds (about 3x here): at precision 0.03 the error of one run
+    # ranged 0.02-0.11 over seeds, at 0.015 0.01-0.03, against 0.4 x TREX's ~0.2.
+    result = run(kolkata, pub, precision=0.015, resilience_level=2)
     assert error(result) < 0.4 * error(trex)  # the gate noise TREX leaves
     data = result[0].data
     assert data.evs_noise_factors.shape == (2, 3)
