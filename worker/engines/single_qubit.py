@@ -63,6 +63,32 @@ def channel_ptm(channel: QuantumError | QuantumCircuit) -> np.ndarray:
     return np.real(PTM(superop).data)
 
 
+def instruction_errors(model: NoiseModel, operation: Any, qubits: tuple[int, ...]) -> list[QuantumError]:
+    """The errors qiskit-aer applies with ``operation`` on physical ``qubits``, in its order: the
+    model's error for that instruction (local, else the all-qubit one of that width), then each
+    relaxation pass's.
+
+    Raises:
+        Unsupported: a noise pass that does not append its errors.
+    """
+    name = operation.name
+    error = model._local_quantum_errors.get(name, {}).get(qubits)
+    if error is None:
+        default = model._default_quantum_errors.get(name)
+        error = default if default is not None and default.num_qubits == len(qubits) else None
+    errors: list[QuantumError] = [] if error is None else [error]
+    for noise_pass in model._custom_noise_passes:
+        op_types = getattr(noise_pass, "_ops", None)
+        if getattr(noise_pass, "_method", None) != "append":
+            raise Unsupported("a noise pass that does not append its errors")
+        if op_types is not None and not isinstance(operation, op_types):
+            continue
+        added = noise_pass._func(operation, list(qubits))
+        if added is not None:
+            errors.append(added)
+    return errors
+
+
 class NoiseChannels:
     """The noise of one ``NoiseModel`` as single-qubit Pauli transfer matrices, cached.
 
@@ -90,26 +116,10 @@ class NoiseChannels:
         key = (name, qubit, duration)
         if key in self._after:
             return self._after[key]
-        matrices = []
-        error = model._local_quantum_errors.get(name, {}).get((qubit,))
-        if error is None:
-            default = model._default_quantum_errors.get(name)
-            error = default if default is not None and default.num_qubits == 1 else None
-        if error is not None:
-            if name == "measure":
-                raise Unsupported("a quantum error on measure")
-            matrices.append(channel_ptm(error))
-        for noise_pass in model._custom_noise_passes:
-            op_types = getattr(noise_pass, "_ops", None)
-            if getattr(noise_pass, "_method", None) != "append":
-                raise Unsupported("a noise pass that does not append its errors")
-            if op_types is not None and not isinstance(operation, op_types):
-                continue
-            if name == "measure":
-                raise Unsupported("relaxation noise on measure")
-            added = noise_pass._func(operation, [qubit])
-            if added is not None:
-                matrices.append(channel_ptm(added))
+        errors = instruction_errors(model, operation, (qubit,))
+        if errors and name == "measure":
+            raise Unsupported("noise on measure")
+        matrices = [channel_ptm(error) for error in errors]
         combined = None
         for matrix in matrices:
             combined = matrix if combined is None else matrix @ combined

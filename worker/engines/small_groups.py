@@ -29,7 +29,12 @@ from qiskit.quantum_info import Operator
 from qiskit_aer.noise import QuantumError
 
 from qiskit_runtime_server.worker.engines.clifford import row_major_superop, superop_choi
-from qiskit_runtime_server.worker.engines.single_qubit import NoiseChannels, _bound_unitaries
+from qiskit_runtime_server.worker.engines.single_qubit import (
+    NoiseChannels,
+    Unsupported,
+    _bound_unitaries,
+    instruction_errors,
+)
 
 # The widest group run here: 2^k x 2^k density matrices, 4^k-dimensional Kraus maps.
 MAX_QUBITS = 4
@@ -37,10 +42,6 @@ MAX_QUBITS = 4
 SMALL_GROUP_SECONDS_PER_STEP = 1.5e-5
 SMALL_GROUP_SECONDS_PER_UNIT = 2e-9
 _RESET_KRAUS = (np.array([[1, 0], [0, 0]], dtype=complex), np.array([[0, 1], [0, 0]], dtype=complex))
-
-
-class Unsupported(Exception):
-    """The group's instructions or noise fall outside what this model covers."""
 
 
 @cache
@@ -213,24 +214,10 @@ def _fixed(name: str, params: tuple[float, ...], operation: Any, targets: tuple[
     return matrix
 
 
-# Embedded Kraus operators by (model id, instruction, qubits, ...), with the model they came
-# from: an id is only reused once its model is gone, and the check below notices.
 def _stated_error(error: QuantumError, targets: tuple[int, ...], k: int) -> list[np.ndarray]:
-    """Embedded Kraus operators of an error instruction (memoised by the error object: the
-    engine's Kraus-form errors are shared by every circuit of a backend)."""
-    key = (id(error), targets, k)
-    cached = _STATED.get(key)
-    if cached is None or cached[0] is not error:
-        cached = (error, [embed(m, targets, k) for m in kraus_operators(error)])
-        if len(_STATED) > 4096:
-            _STATED.clear()
-        _STATED[key] = cached
-    return cached[1]
-
-
-_STATED: dict[tuple[object, ...], tuple[QuantumError, list[np.ndarray]]] = {}
-
-_ERRORS: dict[tuple[object, ...], tuple[object, list[np.ndarray]]] = {}
+    """Embedded Kraus operators of an error instruction (the engine's Kraus-form errors are
+    shared by every circuit of a backend, so they are memoised by the error object)."""
+    return _memoised((id(error), targets, k), error, error, targets, k)
 
 
 def _add_errors(
@@ -241,34 +228,30 @@ def _add_errors(
     targets: tuple[int, ...],
     k: int,
 ) -> None:
-    """Append the errors qiskit-aer applies with ``instruction`` on ``physical`` qubits: the
-    noise model's (local, else all-qubit) error, then each relaxation pass's."""
+    """Append the errors qiskit-aer applies with ``instruction`` on ``physical`` qubits
+    (:func:`~worker.engines.single_qubit.instruction_errors`), memoised per noise model."""
     model = noise.model
     if model is None:
         return
     operation = instruction.operation
-    name = operation.name
-    error = model._local_quantum_errors.get(name, {}).get(physical)
-    if error is None:
-        default = model._default_quantum_errors.get(name)
-        error = default if default is not None and default.num_qubits == len(physical) else None
-    errors: list[QuantumError] = [] if error is None else [error]
-    for noise_pass in model._custom_noise_passes:
-        op_types = getattr(noise_pass, "_ops", None)
-        if getattr(noise_pass, "_method", None) != "append":
-            raise Unsupported("a noise pass that does not append its errors")
-        if op_types is not None and not isinstance(operation, op_types):
-            continue
-        added = noise_pass._func(operation, list(physical))
-        if added is not None:
-            errors.append(added)
     duration = (operation.duration, operation.unit) if isinstance(operation, Delay) else None
-    for position, item in enumerate(errors):
-        key = (id(model), name, physical, targets, k, duration, position)
-        cached = _ERRORS.get(key)
-        if cached is None or cached[0] is not model:
-            cached = (model, [embed(m, targets, k) for m in kraus_operators(item)])
-            if len(_ERRORS) > 4096:
-                _ERRORS.clear()
-            _ERRORS[key] = cached
-        steps.append(("kraus", cached[1]))
+    for position, error in enumerate(instruction_errors(model, operation, physical)):
+        key = (id(model), operation.name, physical, targets, k, duration, position)
+        steps.append(("kraus", _memoised(key, model, error, targets, k)))
+
+
+# Embedded Kraus operators by key (ids of the model or error they came from), with that owner:
+# an id is only reused once its object is gone, and the identity check notices.
+_KRAUS: dict[tuple[object, ...], tuple[object, list[np.ndarray]]] = {}
+
+
+def _memoised(
+    key: tuple[object, ...], owner: object, error: QuantumError, targets: tuple[int, ...], k: int
+) -> list[np.ndarray]:
+    cached = _KRAUS.get(key)
+    if cached is None or cached[0] is not owner:
+        cached = (owner, [embed(m, targets, k) for m in kraus_operators(error)])
+        if len(_KRAUS) > 8192:
+            _KRAUS.clear()
+        _KRAUS[key] = cached
+    return cached[1]
