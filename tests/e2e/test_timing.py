@@ -81,10 +81,15 @@ def test_job_goes_queued_running_completed(service, run) -> None:  # type: ignor
     assert job.status() == "QUEUED"
     assert service.backend("fake_manila").status().pending_jobs >= 1
     wait_until(lambda: job.status() == "RUNNING", 30, "the job running")
-    # While it is held Running, the job's QPU time is its estimate.
-    # (The first job on a backend also builds its noise model: up to tens of seconds on a loaded
-    # machine, so the wait is generous; it ends as soon as the estimate is there.)
-    wait_until(lambda: job.usage_estimation.get("quantum_seconds") is not None, 60, "the estimate")
+    # While it is held Running, the job's QPU time is its estimate. The client keeps the first
+    # answer of ``usage_estimation`` (even ``None``) for good, so each poll asks a fresh job
+    # object. (The first job on a backend also builds its noise model: up to tens of seconds on a
+    # loaded machine, so the wait is generous; it ends as soon as the estimate is there.)
+    wait_until(
+        lambda: service.job(job.job_id()).usage_estimation.get("quantum_seconds") is not None,
+        60,
+        "the estimate",
+    )
     job.result()
     assert job.status() == "DONE"
     metrics = job.metrics()
