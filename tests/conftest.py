@@ -1,8 +1,9 @@
 """Shared fixtures: free ports, the real Redis, and server processes started like a user would.
 
-The real Redis is ``REDIS_TEST_URL`` (default ``redis://127.0.0.1:6379/15``; the database is
-flushed by the tests that use it). Without it the Redis tests skip, except under ``CI=true``
-where they fail: CI must prove the split deployment.
+The real Redis is ``REDIS_TEST_URL`` (default ``redis://127.0.0.1:6379/15``, and 14, 13, ... for
+the further workers of ``pytest -n``; the database is flushed by the tests that use it). Without
+it the Redis tests skip, except under ``CI=true`` where they fail: CI must prove the split
+deployment.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+# Under pytest-xdist each worker flushes its own database (gw0: 15, gw1: 14, ...).
+_XDIST_INDEX = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", f"redis://127.0.0.1:6379/{15 - _XDIST_INDEX % 8}")
 
 
 def free_port() -> int:
