@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from qiskit import ClassicalRegister, QuantumCircuit
 from qiskit.primitives import PrimitiveResult
+from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
 from qiskit.quantum_info import Pauli, SparsePauliOp
 from qiskit_aer import AerSimulator
@@ -307,6 +308,42 @@ def test_estimator_pieces_match_full_noise_density_matrix(monkeypatch: pytest.Mo
     assert (stds > 0).all() and (stds < 2 * precision).all()
     assert (np.abs(pub.data.evs - reference) <= 5 * stds).all(), (pub.data.evs, reference, stds)
     assert np.ptp(reference) > 0.1  # the terms differ: a mix-up of pieces would show
+
+
+def test_wide_cones_that_do_not_touch_share_pieces_and_stay_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every ZZ cone of the chain is wider than 3 qubits and not Clifford at these angles: each
+    # piece may hold only cones that touch none of its others.
+    split_at(monkeypatch, 3)
+    isa, edges = qaoa_chain(10)
+    observables = [zz(a, b) for a, b in edges]
+    values = np.array([0.39, 0.5])
+    pub = EstimatorPub.coerce((isa, observables, values))
+    terms = [{label: 1.0} for label in observables_labels(observables)]
+    pieces = estimator_cones.plan_pieces(pub, terms, max_width=3)
+    assert len(terms) > len(pieces) > 1
+    for piece in pieces:
+        cones = [backward_cone(isa, qubits=support(label)).qubits for label in piece.labels]  # type: ignore[union-attr]
+        assert all(a.isdisjoint(b) for i, a in enumerate(cones) for b in cones[i + 1 :]), piece.labels
+    precision = 0.01
+    output = run_estimator(
+        params([(isa, observables, values)], default_precision=precision), SHERBROOKE, AerEngine(), Defaults()
+    )
+    result = output.result
+    assert isinstance(result, PrimitiveResult)
+    assert result.metadata["simulator"]["light_cones"] == len(pieces)
+    reference = exact_expectations(isa, [("ZZ", [a, b]) for a, b in edges], values[None, :])[0]
+    stds = np.asarray(result[0].data.stds)
+    assert (np.abs(result[0].data.evs - reference) <= 5 * stds).all(), (result[0].data.evs, reference, stds)
+    assert np.ptp(reference) > 0.1
+
+
+def observables_labels(observables: list[SparsePauliOp]) -> list[str]:
+    return [label for op in observables for label in op.paulis.to_labels()]
+
+
+def support(label: str) -> list[int]:
+    pauli = Pauli(label)
+    return [int(q) for q in np.flatnonzero(pauli.z | pauli.x)]
 
 
 def test_estimator_pieces_broadcast_observables_against_bindings(monkeypatch: pytest.MonkeyPatch) -> None:

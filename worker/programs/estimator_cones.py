@@ -6,7 +6,8 @@ PUB whose terms each see a few qubits (one QAOA layer's ``Zi Zj``, a kicked Isin
 a step or two) then needs only small simulations. Terms are packed into *pieces*: a piece is a
 sub-PUB on the same circuit restricted to the union of its terms' cones, whose widest group of
 connected cone qubits stays within ``max_width`` (terms with disjoint cones share a piece at no
-cost: the engine runs disjoint groups separately). A term whose own cone is wider goes alone.
+cost: the engine runs disjoint groups separately). Terms whose own cones are wider share a piece
+only with terms whose cones they do not touch.
 
 Nothing is split when the whole PUB's cone already fits: the PUB then runs as one piece, still
 restricted to the union of its terms' cones. Terms whose cones are wide share one piece when
@@ -90,8 +91,9 @@ def plan_pieces(pub: EstimatorPub, terms: list[dict[str, float]], max_width: int
     Otherwise terms whose own cone fits are packed first-fit into pieces whose widest group of
     interacting cone qubits stays within ``max_width``; the terms with wider cones share one
     piece when the circuit restricted to their cones is Clifford at every binding (the
-    stabilizer method runs them together at one cost), else each goes alone (exact on few wires
-    when its qubits can be traced out early, ``qubit_reuse.py``). Returns ``[]`` when the
+    stabilizer method runs them together at one cost), else those whose cones are disjoint share
+    pieces first-fit (each cone still runs as its own group, on few wires when its qubits can be
+    traced out early, ``qubit_reuse.py``). Returns ``[]`` when the
     circuit has classical variables (the caller runs the PUB as it is).
     """
     labels = sorted({label for term in terms for label in term if set(label) != {"I"}})
@@ -133,9 +135,20 @@ def plan_pieces(pub: EstimatorPub, terms: list[dict[str, float]], max_width: int
             together.add(cone.qubits)
         pieces.append(_piece(pub, rest, rest_cones, together.width))
     else:
-        # Each alone: exact on few wires when its qubits can be traced out early
-        # (qubit_reuse.py), else with the method its width calls for.
-        pieces.extend(_piece(pub, [label], [cones[label]], len(cones[label].qubits)) for label in rest)
+        # Wide cones that do not touch share a piece: the engine runs each disjoint group on its
+        # own (on few wires when its qubits can be traced out early, qubit_reuse.py), so a piece
+        # costs no more per cone, while the estimator pipeline's fixed cost per piece (boxing,
+        # samplex build, TREX calibration) is paid once for all of them.
+        apart: list[tuple[list[str], _Groups]] = []
+        for label in rest:
+            qubits = cones[label].qubits
+            target = next((p for p in apart if all(s.isdisjoint(qubits) for s in p[1].sets)), None)
+            if target is None:
+                target = ([], _Groups())
+                apart.append(target)
+            target[0].append(label)
+            target[1].add(qubits)
+        pieces.extend(_piece(pub, members, [cones[m] for m in members], groups.width) for members, groups in apart)
     return pieces
 
 
