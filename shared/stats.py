@@ -230,6 +230,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def merge_now(hashes: Iterable[dict[Any, Any]]) -> dict[str, float]:
+    """``HGETALL`` replies of ``now`` (or hour/day) hashes summed field by field, totals added."""
+    return _merge(hashes)
+
+
 def _merge(hashes: Iterable[dict[Any, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in hashes:

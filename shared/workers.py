@@ -9,6 +9,7 @@ of :func:`live_workers` (the ``qrs:workers`` index is cleaned lazily).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import msgspec
 from redis.asyncio import Redis
@@ -65,10 +66,21 @@ async def remove(redis: Redis, worker_id: str) -> None:
 
 async def live_workers(redis: Redis) -> list[WorkerInfo]:
     """Every worker whose heartbeat record has not expired, oldest first."""
-    ids = [i.decode() if isinstance(i, bytes) else i for i in await redis.zrange(keys.WORKERS, 0, -1)]
+    ids = await redis.zrange(keys.WORKERS, 0, -1)
     if not ids:
         return []
-    raws = await redis.mget([keys.worker(i) for i in ids])
+    return await live_from(redis, await redis.mget(worker_keys(ids)))
+
+
+def worker_keys(ids: Iterable[bytes | str]) -> list[str]:
+    """The heartbeat-record keys of the worker ids listed in ``keys.WORKERS`` (a ``ZRANGE`` reply)."""
+    return [keys.worker(i.decode() if isinstance(i, bytes) else i) for i in ids]
+
+
+async def live_from(redis: Redis, raws: Iterable[bytes | str | None]) -> list[WorkerInfo]:
+    """The live workers among the heartbeat records ``raws`` (an ``MGET`` of :func:`worker_keys`);
+    expired ones (``None``) are dropped from ``keys.WORKERS`` by age."""
+    raws = list(raws)
     if any(raw is None for raw in raws):
         # By age rather than by id: a worker may be re-publishing the very entry right now.
         await redis.zremrangebyscore(keys.WORKERS, "-inf", time.time() - STALE_AFTER)

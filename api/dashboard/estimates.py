@@ -22,6 +22,7 @@ and in ``length_queue``, and its ``m_b`` includes the QPU time they are held ``R
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -82,13 +83,42 @@ def estimate(
 
 
 async def queue_estimate(
-    redis: Redis, backends: Iterable[str], timed: Callable[[str], float | None] | None = None
+    redis: Redis,
+    backends: Iterable[str],
+    timed: Callable[[str], float | None] | None = None,
 ) -> QueueEstimate:
     """The live estimate for ``backends`` (those served) plus any backend with jobs in the queue.
 
     ``timed(name)``: the mean queue time of a timed backend, ``None`` for one that is not.
     """
-    now = await stats.read_now(redis, [keys.ALL_SCOPE])
+    return (await status_reads(redis, backends, timed))[0]
+
+
+async def status_reads(
+    redis: Redis,
+    backends: Iterable[str],
+    timed: Callable[[str], float | None] | None = None,
+    pending: Iterable[str] = (),
+) -> tuple[QueueEstimate, int]:
+    """:func:`queue_estimate`, and the pending jobs of the ``pending`` backends added up
+    (``length_queue`` of a device served under several names).
+
+    Two round trips: the counters, the worker list, the running times of ``backends`` and the
+    pending sets, then the workers' heartbeat records and the running times of any other
+    backend with jobs (``GET /backends/{name}/status`` is read before every job by the client).
+    """
+    names = list(backends)
+    counted = list(pending)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.dash_now(keys.ALL_SCOPE))
+        pipe.zrange(keys.WORKERS, 0, -1)
+        for name in names:
+            pipe.lrange(keys.dash_runs(name), 0, stats.RECENT_RUNS - 1)
+        for name in counted:
+            pipe.scard(keys.pending(name))
+        now_raw, ids, *rest = await pipe.execute()
+    runs_raw, sizes = rest[: len(names)], rest[len(names) :]
+    now = stats.merge_now([now_raw])
     queued: dict[str, int] = {}
     running: dict[str, int] = {}
     for field, value in now.items():
@@ -98,8 +128,17 @@ async def queue_estimate(
                 queued[parts[1]] = int(value)
             elif parts[2] == "Running":
                 running[parts[1]] = int(value)
-    names = set(backends) | set(queued) | set(running)
-    runs = await stats.recent_runs(redis, sorted(names))
-    live = len(await workers.live_workers(redis))
-    means = {} if timed is None else {name: mean for name in names if (mean := timed(name)) is not None}
-    return estimate(queued, running, runs, live, means)
+    runs = {name: [float(v) for v in values] for name, values in zip(names, runs_raw, strict=True)}
+    others = sorted((set(queued) | set(running)) - set(runs))
+    replies: list[Any] = []
+    if ids or others:
+        async with redis.pipeline(transaction=False) as pipe:
+            for name in others:
+                pipe.lrange(keys.dash_runs(name), 0, stats.RECENT_RUNS - 1)
+            if ids:
+                pipe.mget(workers.worker_keys(ids))
+            replies = await pipe.execute()
+    runs.update({name: [float(v) for v in values] for name, values in zip(others, replies, strict=False)})
+    live = len(await workers.live_from(redis, replies[len(others)] if ids else []))
+    means = {} if timed is None else {name: mean for name in runs if (mean := timed(name)) is not None}
+    return estimate(queued, running, runs, live, means), sum(int(n) for n in sizes)

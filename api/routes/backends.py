@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from qiskit_runtime_server.api.api_version import lists_device_names
 from qiskit_runtime_server.api.auth import authenticate
-from qiskit_runtime_server.api.dashboard.estimates import queue_estimate
+from qiskit_runtime_server.api.dashboard.estimates import status_reads
 from qiskit_runtime_server.api.faults import backend_status_fault, offline_backends
 from qiskit_runtime_server.api.responses import MsgspecResponse, RawJSONResponse
 from qiskit_runtime_server.api.state import app_state
@@ -106,11 +106,10 @@ async def status(request: Request) -> Response:
     name = request.path_params["name"]
     catalog = app_state(request)["catalog"]
     backend = catalog.get(name)
-    queue = 0
-    for other in catalog.same_queue(name):
-        queue += await app_state(request)["store"].pending_count(other)
     timed = functools.partial(app_state(request)["timing"].mean_queue_seconds, catalog)
-    wait = (await queue_estimate(app_state(request)["pool"], [name], timed)).wait_for(name)
+    # The queue of every name of the device and the wait estimate: two round trips in all.
+    estimate, queue = await status_reads(app_state(request)["pool"], [name], timed, catalog.same_queue(name))
+    wait = estimate.wait_for(name)
     fault = await backend_status_fault(request, name, principal.instance)
     return MsgspecResponse(
         {
