@@ -12,7 +12,9 @@ saying what moved, when an upgrade inside (or past) those bounds changes one of 
 * qiskit-ibm-runtime: the non-public modules the worker imports, and the ``FakeBackendV2``
   fields ``worker/fractional.py`` sets.
 * samplomatic (the client's twirling library): ``Samplex.sample``'s ``max_workers``, which
-  ``worker/programs/executor.py`` sets to one thread.
+  ``worker/programs/executor.py`` sets to one thread, and the counter that names change-basis
+  boxes, which ``worker/programs/build_cache.py`` resets per job.
+* qiskit-mitigation: the modules whose ``build`` name ``worker/programs/build_cache.py`` replaces.
 
 A failure here is not a bug to patch around: re-read the override against the new release,
 adapt it, then update the expectation here (and the bound in pyproject.toml).
@@ -339,3 +341,51 @@ def test_samplex_sample_gives_the_same_output_on_one_worker_thread() -> None:
     for key in pooled:
         assert np.array_equal(np.asarray(pooled[key]), np.asarray(serial[key])), key
     assert np.asarray(pooled["parameter_values"]).std(axis=0).max() > 0  # twirled: the draws vary
+
+
+def test_mitigation_tasks_call_samplomatic_build_by_their_module_name() -> None:
+    """worker/programs/build_cache.py replaces the name ``build`` in the qiskit_mitigation modules
+    that build samplexes: each must have imported it from samplomatic (or hold the cached one)
+    and call it by that name, once per boxed circuit."""
+    import samplomatic
+
+    from qiskit_runtime_server.worker.programs import build_cache
+
+    for name in build_cache.TASK_MODULES:
+        module = importlib.import_module(name)
+        assert getattr(module, "build", None) in (samplomatic.build, build_cache.cached_build), name
+        assert "build(" in inspect.getsource(module), name
+
+
+def test_change_basis_boxes_are_named_from_one_class_counter() -> None:
+    """worker/programs/build_cache.py's ``start_job`` resets ``GroupMeasIntoBoxes._REF_COUNTER``:
+    it must still be the class attribute the pass names ``ChangeBasis`` refs from
+    (``basis{n}``), so that a reset makes the next job's boxed circuits repeat the names."""
+    import itertools
+
+    from qiskit.circuit import QuantumCircuit
+    from samplomatic import ChangeBasis
+    from samplomatic.transpiler import generate_boxing_pass_manager
+    from samplomatic.transpiler.passes.group_meas_into_boxes import GroupMeasIntoBoxes
+
+    from qiskit_runtime_server.worker.programs import build_cache
+
+    assert isinstance(GroupMeasIntoBoxes._REF_COUNTER, itertools.count)
+
+    def refs() -> list[str]:
+        circuit = QuantumCircuit(2)
+        circuit.h(0)
+        circuit.cx(0, 1)
+        circuit.measure_all()
+        boxed = generate_boxing_pass_manager(measure_annotations="change_basis").run(circuit)
+        return [
+            a.ref for inst in boxed.data if inst.operation.name == "box"
+            for a in inst.operation.annotations if isinstance(a, ChangeBasis)
+        ]  # fmt: skip
+
+    build_cache.start_job()
+    first = refs()
+    assert first == ["basis0"], first
+    assert refs() == ["basis1"]  # the counter runs on...
+    build_cache.start_job()
+    assert refs() == first  # ...until the next job starts

@@ -15,7 +15,7 @@ import importlib
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
 
@@ -32,6 +32,7 @@ from qiskit_aer.noise import NoiseModel, QuantumError
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
+from qiskit_runtime_server.worker.engines.circuit_key import fingerprint
 from qiskit_runtime_server.worker.engines.clifford import (
     Approximation,
     clifford_bindings,
@@ -72,6 +73,8 @@ from qiskit_runtime_server.worker.fractional import with_fractional_gates
 
 # Distinct (backend, qubits, instructions) simulators kept per process.
 SIMULATOR_CACHE_SIZE = 128
+# Groups on reused wires kept per engine (a 100-node QAOA layer has ~90).
+REUSE_CACHE_ENTRIES = 256
 
 
 @cache
@@ -131,10 +134,16 @@ class AerEngine:
         self._kraus_errors: dict[tuple[str, str, tuple[int, ...]], QuantumError] = {}
         self._twirled: dict[tuple[str, str, tuple[int, ...]], tuple[QuantumError, float]] = {}
         self._channels: dict[str, NoiseChannels] = {}
+        self._reused: OrderedDict[Hashable, tuple[QuantumCircuit, AerSimulator] | None] = OrderedDict()
         self._custatevec = self.device == "GPU"
         # What the current job ran (methods, approximations, predicted time); see begin_job.
         self.report = SimulationReport()
         self.max_job_seconds: float | None = None
+
+    @property
+    def cached_groups(self) -> int:
+        """Groups on reused wires whose schedule and explicit errors this engine keeps."""
+        return len(self._reused)
 
     def begin_job(self, max_seconds: float | None = None) -> SimulationReport:
         """Start a job's report; ``max_seconds`` fails the job before any run predicted to take it
@@ -359,6 +368,31 @@ class AerEngine:
         """The group on few wires with its errors explicit (``qubit_reuse.py``) and a density-matrix
         simulator for it, or ``None`` when its qubits cannot be scheduled onto at most
         ``KRAUS_MAX_QUBITS`` wires."""
+        # A loop's jobs send the same circuit with new values: with the backend's own noise, the
+        # schedule and the explicit errors depend on the group's structure alone.
+        structure = fingerprint(sub) if noise_model is None else None
+        key = None if structure is None else (backend_name, structure, tuple(keep), used)
+        if key is not None and key in self._reused:
+            self._reused.move_to_end(key)
+            found = self._reused[key]
+        else:
+            found = self._schedule_group(backend_name, noise_model, sub, keep, used)
+            if key is not None:
+                self._reused[key] = found
+                while len(self._reused) > REUSE_CACHE_ENTRIES:
+                    self._reused.popitem(last=False)
+        if found is not None:
+            self.report.reused += 1
+        return found
+
+    def _schedule_group(
+        self,
+        backend_name: str,
+        noise_model: NoiseModel | None,
+        sub: QuantumCircuit,
+        keep: list[int],
+        used: frozenset[Instruction],
+    ) -> tuple[QuantumCircuit, AerSimulator] | None:
         plan = schedule(sub, max_width=KRAUS_MAX_QUBITS)
         if plan is None:
             return None
@@ -370,7 +404,6 @@ class AerEngine:
         circuit, readout = on_wires(sub, plan, table)
         sim = AerSimulator(noise_model=readout, method="density_matrix", max_memory_mb=self.memory_limit_mb)
         sim.set_options(device="CPU", max_parallel_threads=1 if 4.0**plan.width < SINGLE_THREAD_WORK else 0)
-        self.report.reused += 1
         return circuit, sim
 
     def run_group(

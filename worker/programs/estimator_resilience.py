@@ -372,6 +372,10 @@ def run_mitigated(
     """
     if plan.options.resilience.pec_mitigation and plan.options.resilience.zne_mitigation:
         raise ProgramError("PEC mitigation and ZNE mitigation are incompatible with one another.")
+    from qiskit_runtime_server.worker.programs import build_cache
+
+    build_cache.install()  # a loop's jobs share their pieces' samplex builds (build_cache.py)
+    build_cache.start_job()
     rng = np.random.default_rng(seed)
     results = [_run_pub(i, pub, plan, backend, engine, seed, noise_model, rng) for i, pub in enumerate(pubs)]
     return PrimitiveResult(results, metadata=result_metadata(plan))

@@ -1,0 +1,105 @@
+"""One samplex build per distinct boxed circuit in a simulation process, shared between jobs.
+
+The executor Estimator pipeline (``qiskit_mitigation``'s tasks, called by the client's
+``executor_estimator.prepare``) boxes each PUB's circuit and hands it to ``samplomatic.build``,
+which returns the template circuit and the samplex that draws its twirls. A variational loop
+(QAOA, VQE: COBYLA in a Session) sends one circuit many times with new parameter values; split
+by light cones, every job has the same pieces, so the same boxed circuits, and the build (a
+quarter of a 100-node QAOA evaluation) is the same each time. Parameter values never enter it:
+they reach the samplex as its ``parameter_values`` input, drawn per job.
+
+:func:`install` puts :func:`cached_build` in place of the name ``build`` that the task modules
+imported from samplomatic, and :func:`start_job` numbers each job's change-basis boxes from
+zero (``qiskit_mitigation`` 0.1 and samplomatic 0.21, bounded in ``pyproject.toml``; the
+contracts are tested in ``tests/unit/test_library_contracts.py``). The key is the circuit's
+structure (``engines/circuit_key.py``); a circuit it cannot key (control flow, unknown
+parameter types) is built afresh every time. The template and samplex are only read after the build (the dynamical
+decoupling pass and the engines make new circuits), so one copy serves every job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any
+
+from qiskit.circuit import QuantumCircuit
+
+from qiskit_runtime_server.worker.engines.circuit_key import fingerprint
+
+# Modules of qiskit_mitigation that call ``build`` by the name they imported.
+TASK_MODULES = ("qiskit_mitigation.mitigation_task", "qiskit_mitigation.trex", "qiskit_mitigation.pec")
+# Builds kept (least recently used dropped first): a 100-node QAOA layer has ~90 pieces, each
+# with its TREX calibration circuit.
+MAX_ENTRIES = 256
+
+_cache: OrderedDict[Hashable, tuple[Any, Any]] = OrderedDict()
+_lock = threading.Lock()
+_original: Any = None
+
+
+def cached_build(circuit: QuantumCircuit) -> tuple[Any, Any]:
+    """``samplomatic.build(circuit)``: ``(template, samplex)``, from the cache when a circuit of
+    the same structure was built before in this process."""
+    key = fingerprint(circuit)
+    if key is None:
+        return _build(circuit)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+    built = _build(circuit)
+    with _lock:
+        _cache[key] = built
+        while len(_cache) > MAX_ENTRIES:
+            _cache.popitem(last=False)
+    return built
+
+
+def _build(circuit: QuantumCircuit) -> tuple[Any, Any]:
+    import samplomatic
+
+    template, samplex = (_original or samplomatic.build)(circuit)
+    return template, samplex
+
+
+def start_job() -> None:
+    """Number the job's measurement-basis boxes from zero again.
+
+    samplomatic names each change-basis box ``basis{n}`` from one counter per process
+    (``GroupMeasIntoBoxes._REF_COUNTER``), and the name is both in the boxed circuit and the
+    samplex's input: left running, no two jobs would have the same boxed circuits. Numbered per
+    job they stay distinct within the job, where they must (one per item), and a loop's jobs
+    repeat the same names piece by piece.
+    """
+    from samplomatic.transpiler.passes.group_meas_into_boxes import GroupMeasIntoBoxes
+
+    GroupMeasIntoBoxes._REF_COUNTER = itertools.count()
+
+
+def install() -> None:
+    """Make the task modules call :func:`cached_build` (idempotent)."""
+    global _original
+    import samplomatic
+
+    if _original is None:
+        _original = samplomatic.build
+    for name in TASK_MODULES:
+        module = importlib.import_module(name)
+        if getattr(module, "build", None) in (samplomatic.build, _original):
+            setattr(module, "build", cached_build)  # noqa: B010 (the module's global, on purpose)
+
+
+def clear() -> None:
+    """Forget every build (tests)."""
+    with _lock:
+        _cache.clear()
+
+
+def size() -> int:
+    """Builds held now."""
+    return len(_cache)
