@@ -7,16 +7,16 @@ and each other group runs on Aer's ``SamplerV2``, compacted to its qubits with t
 cut down to them (``compaction.py``), all parameter bindings in one call. Results have the law
 of local testing mode (``BackendSamplerV2``/``BackendEstimatorV2`` on the fake backend), which
 the unit tests check statistically.
+
+Around it: the fake backends and their noise models (``fake_backends.py``), noise models in
+the forms each run takes and the simulators holding them (``noise_forms.py``), noisy Clifford
+groups (``stabilizer_groups.py``) and wide groups on reused wires (``reused_wires.py``).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from functools import cache, partial
 
 import numpy as np
@@ -26,29 +26,23 @@ from qiskit.primitives.containers import BitArray, DataBin
 from qiskit.primitives.containers.bindings_array import BindingsArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.containers.sampler_pub import SamplerPub
-from qiskit.quantum_info import Kraus, SuperOp
 from qiskit_aer import AerSimulator
-from qiskit_aer.noise import NoiseModel, QuantumError
+from qiskit_aer.noise import NoiseModel
 from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
-from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
-from qiskit_runtime_server.worker.engines.circuit_key import fingerprint
 from qiskit_runtime_server.worker.engines.clifford import (
-    Approximation,
-    clifford_bindings,
-    is_pauli_mixture,
-    pauli_twirl,
     snapped_circuits,
 )
 from qiskit_runtime_server.worker.engines.compaction import (
     Instruction,
     compact_circuit,
-    error_table,
-    reduce_noise_model,
     used_instructions,
 )
 from qiskit_runtime_server.worker.engines.estimation import estimate_pub, pauli_terms
 from qiskit_runtime_server.worker.engines.factorized import sample_bits
+from qiskit_runtime_server.worker.engines.fake_backends import backend_noise_model as backend_noise_model
+from qiskit_runtime_server.worker.engines.fake_backends import default_memory_limit_mb as default_memory_limit_mb
+from qiskit_runtime_server.worker.engines.fake_backends import fake_backend as fake_backend
 from qiskit_runtime_server.worker.engines.light_cone import backward_cone, recorded_clbits, restrict
 from qiskit_runtime_server.worker.engines.methods import (
     DENSITY_MATRIX_ADVANTAGE,
@@ -61,45 +55,17 @@ from qiskit_runtime_server.worker.engines.methods import (
     run_options,
     samples_at_end,
 )
+from qiskit_runtime_server.worker.engines.noise_forms import NoiseForms
+from qiskit_runtime_server.worker.engines.noise_forms import kraus_forms as kraus_forms
 from qiskit_runtime_server.worker.engines.partition import Component, noise_is_local
-from qiskit_runtime_server.worker.engines.qubit_reuse import on_wires, schedule
 from qiskit_runtime_server.worker.engines.report import SimulationReport
+from qiskit_runtime_server.worker.engines.reused_wires import ReusedWires
 from qiskit_runtime_server.worker.engines.single_qubit import NoiseChannels
 from qiskit_runtime_server.worker.engines.small_groups import MAX_QUBITS as SMALL_GROUP_QUBITS
 from qiskit_runtime_server.worker.engines.small_groups import SmallGroupProgram, compile_small_group
+from qiskit_runtime_server.worker.engines.stabilizer_groups import StabilizerRun, group_bits, stabilizer_group
 from qiskit_runtime_server.worker.engines.stim_sampler import NoiseTable, translate
 from qiskit_runtime_server.worker.errors import ProgramError
-from qiskit_runtime_server.worker.fractional import with_fractional_gates
-
-# Distinct (backend, qubits, instructions) simulators kept per process.
-SIMULATOR_CACHE_SIZE = 128
-# Groups on reused wires kept per engine (a 100-node QAOA layer has ~90).
-REUSE_CACHE_ENTRIES = 256
-
-
-@cache
-def fake_backend(name: str) -> FakeBackendV2:
-    """The client's fake backend class for ``fake_<folder>``, instantiated once, with the
-    fractional gates of its device (``worker/fractional.py``).
-
-    Raises:
-        ProgramError: no fake backend of that name ships with the installed client.
-    """
-    folder = name.removeprefix("fake_")
-    try:
-        module = importlib.import_module(f"qiskit_ibm_runtime.fake_provider.backends.{folder}")
-    except ImportError:
-        raise ProgramError(f"Backend {name} is not available on this worker.") from None
-    for value in vars(module).values():
-        if isinstance(value, type) and issubclass(value, FakeBackendV2) and value is not FakeBackendV2:
-            return with_fractional_gates(value())
-    raise ProgramError(f"Backend {name} is not available on this worker.")
-
-
-@cache
-def backend_noise_model(name: str) -> NoiseModel:
-    """The noise model of fake backend ``name`` built from its properties (cached per process)."""
-    return NoiseModel.from_backend(fake_backend(name))
 
 
 class AerEngine:
@@ -130,11 +96,8 @@ class AerEngine:
         self.compact = compact
         self.factorize = factorize
         self.memory_limit_mb = memory_limit_mb or default_memory_limit_mb()
-        self._simulators: OrderedDict[tuple[object, ...], tuple[AerSimulator, bool]] = OrderedDict()
-        self._kraus_errors: dict[tuple[str, str, tuple[int, ...]], QuantumError] = {}
-        self._twirled: dict[tuple[str, str, tuple[int, ...]], tuple[QuantumError, float]] = {}
-        self._channels: dict[str, NoiseChannels] = {}
-        self._reused: OrderedDict[Hashable, tuple[QuantumCircuit, AerSimulator] | None] = OrderedDict()
+        self.noise = NoiseForms(self.device, compact, self.memory_limit_mb)
+        self.reused = ReusedWires(self.noise)
         self._custatevec = self.device == "GPU"
         # What the current job ran (methods, approximations, predicted time); see begin_job.
         self.report = SimulationReport()
@@ -143,80 +106,22 @@ class AerEngine:
     @property
     def cached_groups(self) -> int:
         """Groups on reused wires whose schedule and explicit errors this engine keeps."""
-        return len(self._reused)
+        return len(self.reused)
 
     def begin_job(self, max_seconds: float | None = None) -> SimulationReport:
         """Start a job's report; ``max_seconds`` fails the job before any run predicted to take it
         past that many seconds of simulation in all (``ProgramError`` naming the prediction)."""
         self.report = SimulationReport()
         self.max_job_seconds = max_seconds
-        for key in [key for key in self._twirled if key[0] == ""]:
-            del self._twirled[key]
+        self.noise.forget_job()
         return self.report
 
     def num_qubits(self, backend_name: str) -> int:
         return int(fake_backend(backend_name).num_qubits)
 
-    def _new_simulator(self, noise_model: NoiseModel) -> AerSimulator:
-        return AerSimulator(noise_model=noise_model, device=self.device, max_memory_mb=self.memory_limit_mb)
-
-    def _reduce(
-        self,
-        model: NoiseModel,
-        backend_name: str | None,
-        keep: Sequence[int],
-        used: frozenset[Instruction],
-        form: str,
-    ) -> NoiseModel | None:
-        """``model`` cut down to ``keep`` and ``used``; ``form`` is ``"exact"``, ``"kraus"``
-        (gate errors as one Kraus channel each) or ``"pauli"`` (errors the stabilizer method cannot
-        apply replaced by their Pauli twirl, see ``clifford.py``)."""
-        if form == "exact":
-            return reduce_noise_model(model, keep, used)
-        source = backend_name or ""
-        if form == "pauli":
-            # A job's explicit model is cached under source "" for that job only (begin_job).
-            twirled = self._twirled
-
-            def twirl(name: str, qubits: tuple[int, ...], error: QuantumError) -> QuantumError:
-                if is_pauli_mixture(error):
-                    return error
-                if (source, name, qubits) not in twirled:
-                    approximation = pauli_twirl(error)
-                    twirled[(source, name, qubits)] = (approximation.error, approximation.distance)
-                return twirled[(source, name, qubits)][0]
-
-            return reduce_noise_model(model, keep, used, twirl)
-        return reduce_noise_model(model, keep, used, self._kraus_transform(model, backend_name, used))
-
-    def _kraus_transform(
-        self, model: NoiseModel, backend_name: str | None, used: frozenset[Instruction]
-    ) -> Callable[[str, tuple[int, ...], QuantumError], QuantumError]:
-        """Each error of ``used`` in Kraus form: the missing ones converted in one Aer call and
-        cached per backend (an explicit model's only for this call)."""
-        source = backend_name or ""
-        local = getattr(model, "_local_quantum_errors", {})
-        cache = self._kraus_errors if backend_name is not None else {}
-        missing = [
-            (name, qubits, local[name][qubits])
-            for name, qubits in used
-            if qubits in local.get(name, {}) and (source, name, qubits) not in cache
-        ]
-        for (name, qubits, _), converted in zip(missing, kraus_forms([e for _, _, e in missing]), strict=True):
-            cache[(source, name, qubits)] = converted
-
-        def transform(name: str, qubits: tuple[int, ...], error: QuantumError) -> QuantumError:
-            return cache.get((source, name, qubits)) or error
-
-        return transform
-
     def noise_channels(self, backend_name: str, noise_model: NoiseModel | None) -> NoiseChannels:
         """Single-qubit noise of the backend (cached) or of an explicit model (this job only)."""
-        if noise_model is not None:
-            return NoiseChannels(noise_model)
-        if backend_name not in self._channels:
-            self._channels[backend_name] = NoiseChannels(backend_noise_model(backend_name))
-        return self._channels[backend_name]
+        return self.noise.noise_channels(backend_name, noise_model)
 
     def simulator(
         self,
@@ -226,30 +131,8 @@ class AerEngine:
         used: frozenset[Instruction],
         form: str = "exact",
     ) -> tuple[AerSimulator, bool]:
-        """The simulator for a group on physical qubits ``keep`` applying ``used``, and whether it
-        expects the group compacted to ``len(keep)`` qubits (``False``: the full circuit).
-        ``form`` is how its gate errors are given (see :meth:`_reduce`).
-
-        The backend's own noise model gives cached simulators; an explicit model (an option of
-        this one job) gives a fresh one.
-        """
-        if noise_model is not None:
-            reduced = self._reduce(noise_model, None, keep, used, form) if self.compact else None
-            return (
-                (self._new_simulator(noise_model), False) if reduced is None else (self._new_simulator(reduced), True)
-            )
-        key = (backend_name, tuple(keep), used, self.compact, form)
-        cached = self._simulators.get(key)
-        if cached is None:
-            model = backend_noise_model(backend_name)
-            reduced = self._reduce(model, backend_name, keep, used, form) if self.compact else None
-            cached = (self._new_simulator(reduced if reduced is not None else model), reduced is not None)
-            self._simulators[key] = cached
-            if len(self._simulators) > SIMULATOR_CACHE_SIZE:
-                self._simulators.popitem(last=False)
-        else:
-            self._simulators.move_to_end(key)
-        return cached
+        """:meth:`NoiseForms.simulator` (``noise_forms.py``)."""
+        return self.noise.simulator(backend_name, noise_model, keep, used, form)
 
     def _configure(self, sim: AerSimulator, circuit: QuantumCircuit, work: float, density: bool) -> str:
         """Set this run's options on a (shared, cached) simulator; return the method."""
@@ -298,35 +181,6 @@ class AerEngine:
                 f"{len(keep)} qubits with method {method}, about {seconds:.3g} s)."
             )
 
-    def _stabilizer_group(
-        self,
-        backend_name: str,
-        noise_model: NoiseModel | None,
-        sub: QuantumCircuit,
-        keep: list[int],
-        used: frozenset[Instruction],
-        values: np.ndarray,
-        shots: int,
-    ) -> StabilizerRun | None:
-        """The noisy Clifford group ``sub`` bound to each binding, with its Pauli-twirled noise, or
-        ``None`` when that does not apply (not Clifford at every binding, delays under a
-        relaxation pass, errors no twirl can make Pauli)."""
-        circuits = clifford_bindings(sub, values)
-        if circuits is None:
-            return None
-        model = noise_model if noise_model is not None else backend_noise_model(backend_name)
-        if getattr(model, "_custom_noise_passes", None) and any(i.operation.name == "delay" for i in sub.data):
-            return None  # the relaxation pass would add thermal (Kraus) errors on the delays
-        sim, compacted = self.simulator(backend_name, noise_model, keep, used, form="pauli")
-        reduced = sim.options.noise_model
-        if not compacted or not _stabilizer_noise(reduced):
-            return None
-        experiment_shots = shots if sub.num_parameters else shots * values.shape[0]
-        noisy = not model.is_ideal()
-        if noisy:
-            self.report.add_approximation(self._approximation(backend_name, noise_model, sub, keep))
-        return StabilizerRun(circuits, experiment_shots, sim, noisy)
-
     def _sample_stabilizer(self, run: StabilizerRun, keep: list[int], seed: int) -> np.ndarray | None:
         """Bits ``(experiments * shots, clbits)`` of a stabilizer run sampled with Stim's Pauli
         frames (``stim_sampler.py``), or ``None`` when its noise model holds something Stim
@@ -341,70 +195,6 @@ class AerEngine:
         run.simulator.set_options(method="stabilizer", device="CPU", max_parallel_threads=0)
         run.circuits = snapped_circuits(run.circuits)
         return None
-
-    def _approximation(
-        self, backend_name: str, noise_model: NoiseModel | None, sub: QuantumCircuit, keep: Sequence[int]
-    ) -> Approximation:
-        """Which errors of a stabilizer run were twirled, and the bound on any expectation value."""
-        source = "" if noise_model is not None else backend_name
-        errors: dict[tuple[str, tuple[int, ...]], float] = {}
-        bound = 0.0
-        for instruction in sub.data:
-            qubits = tuple(keep[sub.find_bit(q).index] for q in instruction.qubits)
-            entry = self._twirled.get((source, instruction.operation.name, qubits))
-            if entry is not None:
-                errors[(instruction.operation.name, qubits)] = entry[1]
-                bound += entry[1]
-        return Approximation(errors, bound)
-
-    def _reuse_group(
-        self,
-        backend_name: str,
-        noise_model: NoiseModel | None,
-        sub: QuantumCircuit,
-        keep: list[int],
-        used: frozenset[Instruction],
-    ) -> tuple[QuantumCircuit, AerSimulator] | None:
-        """The group on few wires with its errors explicit (``qubit_reuse.py``) and a density-matrix
-        simulator for it, or ``None`` when its qubits cannot be scheduled onto at most
-        ``KRAUS_MAX_QUBITS`` wires."""
-        # A loop's jobs send the same circuit with new values: with the backend's own noise, the
-        # schedule and the explicit errors depend on the group's structure alone.
-        structure = fingerprint(sub) if noise_model is None else None
-        key = None if structure is None else (backend_name, structure, tuple(keep), used)
-        if key is not None and key in self._reused:
-            self._reused.move_to_end(key)
-            found = self._reused[key]
-        else:
-            found = self._schedule_group(backend_name, noise_model, sub, keep, used)
-            if key is not None:
-                self._reused[key] = found
-                while len(self._reused) > REUSE_CACHE_ENTRIES:
-                    self._reused.popitem(last=False)
-        if found is not None:
-            self.report.reused += 1
-        return found
-
-    def _schedule_group(
-        self,
-        backend_name: str,
-        noise_model: NoiseModel | None,
-        sub: QuantumCircuit,
-        keep: list[int],
-        used: frozenset[Instruction],
-    ) -> tuple[QuantumCircuit, AerSimulator] | None:
-        plan = schedule(sub, max_width=KRAUS_MAX_QUBITS)
-        if plan is None:
-            return None
-        model = noise_model if noise_model is not None else backend_noise_model(backend_name)
-        source = backend_name if noise_model is None else None
-        table = error_table(model, keep, used, self._kraus_transform(model, source, used))
-        if table is None:
-            return None
-        circuit, readout = on_wires(sub, plan, table)
-        sim = AerSimulator(noise_model=readout, method="density_matrix", max_memory_mb=self.memory_limit_mb)
-        sim.set_options(device="CPU", max_parallel_threads=1 if 4.0**plan.width < SINGLE_THREAD_WORK else 0)
-        return circuit, sim
 
     def run_group(
         self,
@@ -447,7 +237,9 @@ class AerEngine:
         pubs = None
         wide = width > KRAUS_MAX_QUBITS and self.compact
         wide_noisy = wide and not model.is_ideal()
-        reuse = self._reuse_group(backend_name, noise_model, sub, keep, used) if wide_noisy else None
+        reuse = self.reused.group(backend_name, noise_model, sub, keep, used) if wide_noisy else None
+        if reuse is not None:
+            self.report.reused += 1
         if reuse is not None:
             sub, sim = reuse
             method = "density_matrix"
@@ -466,11 +258,13 @@ class AerEngine:
             self._admit(method, sub, experiment_shots, experiments, keep, noisy=True)
             pubs = [_sampler_pub(sub, sub_values, shots, bindings)]
         elif wide:
-            stabilizer = self._stabilizer_group(backend_name, noise_model, sub, keep, used, sub_values, shots)
+            stabilizer = stabilizer_group(
+                self.noise, self.report, backend_name, noise_model, sub, keep, used, sub_values, shots
+            )
             if stabilizer is not None:
                 sampled = self._sample_stabilizer(stabilizer, keep, seed)
                 if sampled is not None:
-                    return _group_bits(circuit, stabilizer.circuits[0], sampled, bindings, shots, group)
+                    return group_bits(circuit, stabilizer.circuits[0], sampled, bindings, shots, group)
                 sim, method = stabilizer.simulator, "stabilizer"
                 pubs = [SamplerPub(c, BindingsArray(), stabilizer.shots, validate=False) for c in stabilizer.circuits]
         if pubs is None:
@@ -647,38 +441,6 @@ class AerEngine:
         return PrimitiveResult(results, metadata={"version": 2})
 
 
-# Gates that map Pauli operators to Pauli operators (rz only at multiples of pi/2).
-_SUPEROP_SIMULATOR = AerSimulator(method="superop")
-
-
-def kraus_forms(errors: Sequence[QuantumError]) -> list[QuantumError]:
-    """Each error as one Kraus channel, the same channel (to ~1e-10).
-
-    Aer computes the superoperators (one call for all errors): for a two-qubit error of
-    ``NoiseModel.from_backend`` (a mixture of ~150 circuits) that takes ~6 ms instead of the
-    ~40 ms of composing it in Python with ``quantum_info``.
-    """
-    if not errors:
-        return []
-    circuits = []
-    for error in errors:
-        circuit = QuantumCircuit(error.num_qubits)
-        circuit.append(error, range(error.num_qubits))
-        circuit.save_superop()
-        circuits.append(circuit)
-    result = _SUPEROP_SIMULATOR.run(circuits, shots=1).result()
-    return [QuantumError(Kraus(SuperOp(result.data(i)["superop"]))) for i in range(len(circuits))]
-
-
-def default_memory_limit_mb() -> int:
-    """Half of this machine's physical memory, in MiB: the default share of one job."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 8 * 2**30
-    return max(256, total // 2 // 2**20)
-
-
 def _sampler_pub(circuit: QuantumCircuit, values: np.ndarray, shots: int, bindings: int) -> SamplerPub:
     """One Aer PUB for a group: all bindings as parameter binds, or ``bindings * shots`` shots of
     a circuit without parameters (every binding has the same law)."""
@@ -711,40 +473,6 @@ def _parallel_bindings(sim: AerSimulator, work: float, experiments: int) -> None
 
 # Total amplitudes per instruction (work x bindings) from which bindings run side by side.
 PARALLEL_BINDINGS_WORK = 2.0**20
-
-
-@dataclass
-class StabilizerRun:
-    """A noisy Clifford group ready to sample: one bound circuit per experiment, ``shots`` each,
-    and the simulator holding its (twirled, compacted) noise model."""
-
-    circuits: list[QuantumCircuit]
-    shots: int
-    simulator: AerSimulator
-    noisy: bool
-
-
-def _group_bits(
-    circuit: QuantumCircuit, sub: QuantumCircuit, sampled: np.ndarray, bindings: int, shots: int, group: Component
-) -> np.ndarray:
-    """``sampled`` (``(bindings * shots, sub.num_clbits)``, experiments in binding order) as the
-    group's bits ``(bindings, shots, len(group.clbits))`` of ``circuit``."""
-    bits = np.zeros((bindings, shots, circuit.num_clbits), dtype=bool)
-    indices = [circuit.find_bit(bit).index for bit in sub.clbits]
-    bits[:, :, indices] = sampled.reshape(bindings, shots, -1)
-    return bits[:, :, list(group.clbits)]
-
-
-def _stabilizer_noise(model: NoiseModel | None) -> bool:
-    """Whether every gate error of ``model`` is a Pauli mixture (after twirling)."""
-    if model is None:
-        return True
-    local = getattr(model, "_local_quantum_errors", None)
-    default = getattr(model, "_default_quantum_errors", None)
-    if local is None or default is None:
-        return False
-    errors = [error for by_qubits in local.values() for error in by_qubits.values()] + list(default.values())
-    return all(is_pauli_mixture(error) for error in errors)
 
 
 def _noisy(sim: AerSimulator) -> bool:
