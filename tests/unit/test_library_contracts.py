@@ -12,8 +12,8 @@ saying what moved, when an upgrade inside (or past) those bounds changes one of 
 * qiskit-ibm-runtime: the non-public modules the worker imports, and the ``FakeBackendV2``
   fields ``worker/fractional.py`` sets.
 * samplomatic (the client's twirling library): ``Samplex.sample``'s ``max_workers``, which
-  ``worker/programs/executor.py`` sets to one thread, and the counter that names change-basis
-  boxes, which ``worker/programs/build_cache.py`` resets per job.
+  ``worker/programs/executor.py`` sets to one thread, the pool it makes run inline, and the
+  counter that names change-basis boxes, which ``worker/programs/build_cache.py`` resets per job.
 * qiskit-mitigation: the modules whose ``build`` name ``worker/programs/build_cache.py`` replaces.
 
 A failure here is not a bug to patch around: re-read the override against the new release,
@@ -315,10 +315,11 @@ def test_fake_backend_builds_its_target_from_its_dicts() -> None:
     assert (0, 1) in backend.target["rzz"] and "rx" not in backend.target
 
 
-def test_samplex_sample_gives_the_same_output_on_one_worker_thread() -> None:
+def test_samplex_sample_gives_the_same_output_on_one_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """worker/programs/executor.py's ``SerialSamplex`` passes ``max_workers=1`` to
-    ``Samplex.sample``; samplomatic must accept it and draw the same values as with its default
-    pool for the same generator (it spawns one child generator per node)."""
+    ``Samplex.sample`` and replaces the module's ``ThreadPoolExecutor`` with one that runs each
+    node when submitted; samplomatic must accept both and draw the same values as with its
+    default pool for the same generator (it spawns one child generator per node)."""
     import numpy as np
     from qiskit.circuit import Parameter, QuantumCircuit
     from samplomatic import Twirl, build
@@ -333,7 +334,13 @@ def test_samplex_sample_gives_the_same_output_on_one_worker_thread() -> None:
     with circuit.box([Twirl()]):
         circuit.measure_all()
     _, samplex = build(circuit)
-    pooled = samplex.sample({"parameter_values": [0.3]}, num_randomizations=50, rng=np.random.default_rng(7))
+    import concurrent.futures
+
+    import samplomatic.samplex.samplex as samplex_module
+
+    with monkeypatch.context() as patch:  # samplomatic's own pool, even if an earlier test swapped it
+        patch.setattr(samplex_module, "ThreadPoolExecutor", concurrent.futures.ThreadPoolExecutor)
+        pooled = samplex.sample({"parameter_values": [0.3]}, num_randomizations=50, rng=np.random.default_rng(7))
     serial = SerialSamplex(samplex).sample(
         {"parameter_values": [0.3]}, num_randomizations=50, rng=np.random.default_rng(7)
     )
@@ -341,6 +348,11 @@ def test_samplex_sample_gives_the_same_output_on_one_worker_thread() -> None:
     for key in pooled:
         assert np.array_equal(np.asarray(pooled[key]), np.asarray(serial[key])), key
     assert np.asarray(pooled["parameter_values"]).std(axis=0).max() > 0  # twirled: the draws vary
+    # SerialSamplex made samplomatic's pool the inline one, by the name its sample() uses.
+    from qiskit_runtime_server.worker.programs.executor import InlinePool
+
+    assert samplex_module.ThreadPoolExecutor is InlinePool
+    assert "with ThreadPoolExecutor(max_workers) as pool:" in inspect.getsource(type(samplex).sample)
 
 
 def test_mitigation_tasks_call_samplomatic_build_by_their_module_name() -> None:
