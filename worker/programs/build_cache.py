@@ -13,8 +13,9 @@ imported from samplomatic, and :func:`start_job` numbers each job's change-basis
 zero (``qiskit_mitigation`` 0.1 and samplomatic 0.21, bounded in ``pyproject.toml``; the
 contracts are tested in ``tests/unit/test_library_contracts.py``). The key is the circuit's
 structure (``engines/circuit_key.py``); a circuit it cannot key (control flow, unknown
-parameter types) is built afresh every time. The template and samplex are only read after the build (the dynamical
-decoupling pass and the engines make new circuits), so one copy serves every job.
+parameter types) is built afresh every time. The template and samplex are only read after the
+build (the dynamical decoupling pass and the engines make new circuits; PEC's noise rates are
+samplex arguments), so one copy serves every job.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from qiskit_runtime_server.worker.engines.circuit_key import fingerprint
 
 # Modules of qiskit_mitigation that call ``build`` by the name they imported.
 TASK_MODULES = ("qiskit_mitigation.mitigation_task", "qiskit_mitigation.trex", "qiskit_mitigation.pec")
-# Builds kept (least recently used dropped first): a 100-node QAOA layer has ~90 pieces, each
-# with its TREX calibration circuit.
+# Builds kept (least recently used dropped first): a 100-node QAOA layer has ~90 pieces, and
+# TREX calibration circuits (one per width) come on top.
 MAX_ENTRIES = 256
 
 _cache: OrderedDict[Hashable, tuple[Any, Any]] = OrderedDict()
