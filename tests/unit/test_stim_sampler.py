@@ -190,7 +190,7 @@ def test_ghz_30_on_a_backend_model_matches_aers_stabilizer_method() -> None:
     keep = sorted({isa.find_bit(q).index for i in isa.data if i.name != "barrier" for q in i.qubits})
     sub = compact_circuit(isa, keep, others="drop")
     used = frozenset((name, tuple(keep[i] for i in qubits)) for name, qubits in used_instructions([sub]))
-    simulator, compacted = AerEngine().simulator("fake_sherbrooke", None, keep, used, form="pauli")
+    simulator, compacted = AerEngine().noise.simulator("fake_sherbrooke", None, keep, used, form="pauli")
     assert compacted
     model = simulator.options.noise_model
     shots = 3000

@@ -34,7 +34,6 @@ from qiskit_runtime_server.worker.engines.clifford import (
     snapped_circuits,
 )
 from qiskit_runtime_server.worker.engines.compaction import (
-    Instruction,
     compact_circuit,
     used_instructions,
 )
@@ -118,21 +117,6 @@ class AerEngine:
 
     def num_qubits(self, backend_name: str) -> int:
         return int(fake_backend(backend_name).num_qubits)
-
-    def noise_channels(self, backend_name: str, noise_model: NoiseModel | None) -> NoiseChannels:
-        """Single-qubit noise of the backend (cached) or of an explicit model (this job only)."""
-        return self.noise.noise_channels(backend_name, noise_model)
-
-    def simulator(
-        self,
-        backend_name: str,
-        noise_model: NoiseModel | None,
-        keep: Sequence[int],
-        used: frozenset[Instruction],
-        form: str = "exact",
-    ) -> tuple[AerSimulator, bool]:
-        """:meth:`NoiseForms.simulator` (``noise_forms.py``)."""
-        return self.noise.simulator(backend_name, noise_model, keep, used, form)
 
     def _configure(self, sim: AerSimulator, circuit: QuantumCircuit, work: float, density: bool) -> str:
         """Set this run's options on a (shared, cached) simulator; return the method."""
@@ -219,9 +203,8 @@ class AerEngine:
                 the job's predicted time passes its cap.
         """
         if 2 <= len(group.qubits) <= SMALL_GROUP_QUBITS and not group.control_flow:
-            small = compile_small_group(
-                circuit, group.qubits, group.clbits, self.noise_channels(backend_name, noise_model), values, columns
-            )
+            channels = self.noise.noise_channels(backend_name, noise_model)
+            small = compile_small_group(circuit, group.qubits, group.clbits, channels, values, columns)
             if small is not None:
                 self._admit("small_group", circuit, shots, values.shape[0], list(group.qubits), noisy=True, steps=small)
                 return small.sample(shots, np.random.default_rng(seed), len(group.clbits))
@@ -279,7 +262,7 @@ class AerEngine:
                 keep = [keep[i] for i in mps_order(sub, list(range(width)))]
                 sub = compact_circuit(circuit, keep, others="drop")
             form = "kraus" if density and width <= KRAUS_MAX_QUBITS else "exact"
-            sim, compacted = self.simulator(backend_name, noise_model, keep, used, form=form)
+            sim, compacted = self.noise.simulator(backend_name, noise_model, keep, used, form=form)
             if not compacted:
                 sub = circuit
                 density = False
@@ -347,7 +330,7 @@ class AerEngine:
             circuit,
             values,
             shots,
-            self.noise_channels(backend_name, noise_model),
+            self.noise.noise_channels(backend_name, noise_model),
             partial(self.run_group, backend_name, noise_model),
             rng,
             factorize=self.factorize and local,
