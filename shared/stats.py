@@ -230,12 +230,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def merge_now(hashes: Iterable[dict[Any, Any]]) -> dict[str, float]:
-    """``HGETALL`` replies of ``now`` (or hour/day) hashes summed field by field, totals added."""
-    return _merge(hashes)
-
-
-def _merge(hashes: Iterable[dict[Any, Any]]) -> dict[str, float]:
+def merge_hashes(hashes: Iterable[dict[Any, Any]]) -> dict[str, float]:
+    """``HGETALL`` replies of ``now``, hour or day hashes summed field by field, totals added."""
     out: dict[str, float] = {}
     for item in hashes:
         for field, value in item.items():
@@ -272,7 +268,7 @@ async def read_now(redis: Redis, scopes: list[str]) -> dict[str, float]:
     async with redis.pipeline(transaction=False) as pipe:
         for scope in scopes:
             pipe.hgetall(keys.dash_now(scope))
-        return _merge(await pipe.execute())
+        return merge_hashes(await pipe.execute())
 
 
 def bucket_labels(unit: str, count: int, now: float) -> list[str]:
@@ -291,7 +287,7 @@ async def read_buckets(redis: Redis, scopes: list[str], unit: str, labels: list[
                 pipe.hgetall(key(scope, label))
         replies = await pipe.execute()
     n = len(scopes)
-    return [_merge(replies[i * n : (i + 1) * n]) for i in range(len(labels))]
+    return [merge_hashes(replies[i * n : (i + 1) * n]) for i in range(len(labels))]
 
 
 def percentiles(histogram: dict[int, float], quantiles: Iterable[float]) -> dict[str, float | None]:
@@ -318,12 +314,3 @@ def percentiles(histogram: dict[int, float], quantiles: Iterable[float]) -> dict
             seen += count
     return out
 
-
-async def recent_runs(redis: Redis, backends: Iterable[str]) -> dict[str, list[float]]:
-    """The latest running times (seconds, newest first) of each backend."""
-    names = list(backends)
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.lrange(keys.dash_runs(name), 0, RECENT_RUNS - 1)
-        replies = await pipe.execute()
-    return {name: [float(v) for v in values] for name, values in zip(names, replies, strict=True)}

@@ -118,7 +118,7 @@ async def status_reads(
             pipe.scard(keys.pending(name))
         now_raw, ids, *rest = await pipe.execute()
     runs_raw, sizes = rest[: len(names)], rest[len(names) :]
-    now = stats.merge_now([now_raw])
+    now = stats.merge_hashes([now_raw])
     queued: dict[str, int] = {}
     running: dict[str, int] = {}
     for field, value in now.items():
