@@ -54,28 +54,22 @@ class ReusedWires:
         key = None if structure is None else (backend_name, structure, tuple(keep), used)
         if key is not None and key in self._reused:
             self._reused.move_to_end(key)
-            found = self._reused[key]
-        else:
-            found = self._schedule(backend_name, noise_model, sub, keep, used)
-            if key is not None:
-                self._reused[key] = found
-                while len(self._reused) > REUSE_CACHE_ENTRIES:
-                    self._reused.popitem(last=False)
+            return self._reused[key]
+        model = noise_model if noise_model is not None else backend_noise_model(backend_name)
+        found = self._schedule(sub, keep, used, model, backend_name if noise_model is None else None)
+        if key is not None:
+            self._reused[key] = found
+            while len(self._reused) > REUSE_CACHE_ENTRIES:
+                self._reused.popitem(last=False)
         return found
 
     def _schedule(
-        self,
-        backend_name: str,
-        noise_model: NoiseModel | None,
-        sub: QuantumCircuit,
-        keep: list[int],
-        used: frozenset[Instruction],
+        self, sub: QuantumCircuit, keep: list[int], used: frozenset[Instruction], model: NoiseModel, source: str | None
     ) -> tuple[QuantumCircuit, AerSimulator] | None:
+        """The uncached :meth:`group`; ``source`` names the backend whose Kraus forms are cached."""
         plan = schedule(sub, max_width=KRAUS_MAX_QUBITS)
         if plan is None:
             return None
-        model = noise_model if noise_model is not None else backend_noise_model(backend_name)
-        source = backend_name if noise_model is None else None
         table = error_table(model, keep, used, self.noise.kraus_transform(model, source, used))
         if table is None:
             return None
