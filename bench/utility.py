@@ -166,6 +166,19 @@ def qaoa_case(runner: Runner) -> Values:
     return [("cost <H> at (π, π/2)", evs)]
 
 
+# A point where the QAOA circuit is not Clifford: every piece runs as a density matrix.
+QAOA_GENERIC = (2.1, 0.7)
+
+
+def qaoa_generic_case(runner: Runner) -> Values:
+    """QAOA part II: one evaluation at a generic point, in a new Session."""
+    isa, cost = _qaoa_parts(runner.backend)
+    with runner.session() as session:
+        estimator = runner.estimator(QAOA_OPTIONS, session)
+        evs = _evs(runner.run(estimator, [(isa, cost, list(QAOA_GENERIC))]))
+    return [("cost <H> at (2.1, 0.7)", evs)]
+
+
 COBYLA_ITERATIONS = 10
 
 
@@ -286,6 +299,12 @@ CASES = {
             qaoa_case,
         ),
         Case(
+            "qaoa-generic",
+            "QAOA part II: one evaluation at a generic point (2.1, 0.7), res. 1 + DD + twirling, Session",
+            100,
+            qaoa_generic_case,
+        ),
+        Case(
             "qaoa-cobyla",
             f"QAOA part II: COBYLA, {COBYLA_ITERATIONS} evaluations (jobs) in a Session",
             100,
@@ -300,7 +319,7 @@ CASES = {
         ),
     ]
 }
-DEFAULT = ["ghz", "qaoa", "ising1", "ising2", "ising5", "chsh", "mirror"]
+DEFAULT = ["ghz", "qaoa", "qaoa-generic", "ising1", "ising2", "ising5", "chsh", "mirror"]
 QUICK = ["ghz", "ising1", "chsh"]
 
 

@@ -40,8 +40,10 @@ def _ecr() -> set[tuple[int, int]]:
     return set(fake_backend(SHERBROOKE).target["ecr"])
 
 
-def job(values: list[float], seed: int) -> dict[str, object]:
-    theta = Parameter("theta")
+THETA = Parameter("theta")  # a loop sends one circuit: its parameters keep their identity
+
+
+def job(values: list[float], seed: int, theta: Parameter = THETA) -> dict[str, object]:
     observables = [SparsePauliOp.from_sparse_list([("Z", [CHAIN[-1]], 1.0)], 127),
                    SparsePauliOp.from_sparse_list([("Z", [CHAIN[5]], 1.0)], 127)]  # fmt: skip
     options = {"simulator": {"seed_simulator": seed}, "twirling": {"enable_gates": True, "num_randomizations": 8}}
@@ -49,8 +51,8 @@ def job(values: list[float], seed: int) -> dict[str, object]:
     return {"pubs": [pub], "options": options, "resilience_level": 1, "version": 2, "support_qiskit": True}
 
 
-def evs(engine: AerEngine, values: list[float], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    result = run_estimator(job(values, seed), SHERBROOKE, engine, Defaults()).result
+def evs(engine: AerEngine, values: list[float], seed: int, theta: Parameter = THETA) -> tuple[np.ndarray, np.ndarray]:
+    result = run_estimator(job(values, seed, theta), SHERBROOKE, engine, Defaults()).result
     assert isinstance(result, PrimitiveResult)
     return np.asarray(result[0].data.evs), np.asarray(result[0].data.stds)
 
@@ -63,10 +65,11 @@ def empty_cache() -> None:
 def test_second_job_of_a_loop_reuses_the_builds_and_gives_what_fresh_builds_give() -> None:
     engine = AerEngine()
     evs(engine, [0.4, 1.1], seed=3)
-    builds, groups = build_cache.size(), engine.cached_groups
-    assert builds > 0 and groups > 0  # the 12-qubit cone ran on reused wires
+    builds, groups, boxed = build_cache.size(), engine.cached_groups, build_cache.boxed_size()
+    assert builds > 0 and groups > 0 and boxed > 0  # the 12-qubit cone ran on reused wires
     cached = evs(engine, [0.9, 2.0], seed=5)
-    assert (build_cache.size(), engine.cached_groups) == (builds, groups)  # nothing new was built
+    # Nothing new was boxed or built.
+    assert (build_cache.size(), engine.cached_groups, build_cache.boxed_size()) == (builds, groups, boxed)
 
     build_cache.clear()
     fresh = evs(AerEngine(), [0.9, 2.0], seed=5)
@@ -76,6 +79,18 @@ def test_second_job_of_a_loop_reuses_the_builds_and_gives_what_fresh_builds_give
     other_seed = evs(AerEngine(), [0.9, 2.0], seed=6)
     assert not np.array_equal(other_seed[0], fresh[0])  # the equality above is not trivial
     assert np.ptp(fresh[0][:, 0]) > 0.3  # the two bindings differ
+
+
+def test_a_circuit_with_new_parameter_objects_is_boxed_again_with_the_same_results() -> None:
+    """The boxed circuit carries the circuit's parameter objects, so a circuit whose parameters
+    are new objects (same names) is boxed afresh; the builds are still shared, and the values
+    are those of a fresh process."""
+    engine = AerEngine()
+    first = evs(engine, [0.9, 2.0], seed=5)
+    boxed, builds = build_cache.boxed_size(), build_cache.size()
+    again = evs(engine, [0.9, 2.0], seed=5, theta=Parameter("theta"))
+    assert build_cache.boxed_size() > boxed and build_cache.size() == builds
+    np.testing.assert_array_equal(first[0], again[0])
 
 
 def test_circuit_keys_follow_structure_not_objects() -> None:

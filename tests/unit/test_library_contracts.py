@@ -14,7 +14,8 @@ saying what moved, when an upgrade inside (or past) those bounds changes one of 
 * samplomatic (the client's twirling library): ``Samplex.sample``'s ``max_workers``, which
   ``worker/programs/executor.py`` sets to one thread, the pool it makes run inline, and the
   counter that names change-basis boxes, which ``worker/programs/build_cache.py`` resets per job.
-* qiskit-mitigation: the modules whose ``build`` name ``worker/programs/build_cache.py`` replaces.
+* qiskit-mitigation: the modules whose ``build`` name ``worker/programs/build_cache.py`` replaces,
+  and the task classes whose ``_box_circuit`` it caches.
 
 A failure here is not a bug to patch around: re-read the override against the new release,
 adapt it, then update the expectation here (and the bound in pyproject.toml).
@@ -367,6 +368,22 @@ def test_mitigation_tasks_call_samplomatic_build_by_their_module_name() -> None:
         module = importlib.import_module(name)
         assert getattr(module, "build", None) in (samplomatic.build, build_cache.cached_build), name
         assert "build(" in inspect.getsource(module), name
+
+
+def test_the_tasks_box_circuits_through_a_classmethod_of_circuit_and_options() -> None:
+    """worker/programs/build_cache.py caches ``_box_circuit`` of ``MitigationTask`` and ``TREX``:
+    each must be a classmethod taking ``(circuit, boxing_options)``, called by that name when a
+    task prepares its circuit (PEC's override calls the base one)."""
+    from qiskit_runtime_server.worker.programs import build_cache
+
+    for name, class_name in build_cache.BOXING_CLASSES:
+        module = importlib.import_module(name)
+        task = getattr(module, class_name)
+        method = task.__dict__["_box_circuit"]
+        assert isinstance(method, classmethod), (name, class_name)
+        function = getattr(method.__func__, "__wrapped__", method.__func__)
+        assert list(inspect.signature(function).parameters) == ["cls", "circuit", "boxing_options"], name
+        assert "._box_circuit(" in inspect.getsource(module), name
 
 
 def test_change_basis_boxes_are_named_from_one_class_counter() -> None:

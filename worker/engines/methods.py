@@ -211,6 +211,15 @@ def predict_item_overhead(bindings: int, instructions: int, samplex: bool) -> fl
     return (SECONDS_PER_SAMPLEX_ITEM if samplex else 0.0) + SECONDS_PER_BOUND_INSTRUCTION * bindings * instructions
 
 
+def predict_noisy_seconds(num_qubits: int, size: int, shots: int, experiments: int) -> float:
+    """Predicted wall time (s) of the faster of Aer's density matrix and noisy statevector for
+    ``experiments`` runs of ``size`` instructions on ``num_qubits`` qubits, ``shots`` each."""
+    units = min(
+        4.0**num_qubits * SECONDS_PER_UNIT["density_matrix"], shots * 2.0**num_qubits * SECONDS_PER_UNIT["statevector"]
+    )
+    return float(SECONDS_PER_RUN * experiments + units * max(1, size) * experiments)
+
+
 def predict_seconds(method: str, circuit: QuantumCircuit, shots: int, experiments: int, noisy: bool = True) -> float:
     """Predicted wall time (s) of one Aer run of ``circuit`` with ``method``.
 
