@@ -200,9 +200,10 @@ STIM_COMPILE_UNITS = 10_000
 
 # Time of a sampled item outside the simulator runs: drawing its twirls (samplomatic), binding
 # and splitting its circuits, converting its bits. Fitted on bench/utility.py's cases (CHSH,
-# GHZ, kicked Ising, QAOA, mirror): a fixed cost per item with a samplex, plus a cost per bound
-# instruction (bindings x instructions).
-SECONDS_PER_SAMPLEX_ITEM = 0.25
+# GHZ, kicked Ising, QAOA, mirror) once the samplex ran inline and builds were cached: a fixed
+# cost per item with a samplex, plus a cost per bound instruction (bindings x instructions).
+# A piece's first samplex build (about 0.2 s for a QAOA-100 piece) is not in it.
+SECONDS_PER_SAMPLEX_ITEM = 0.05
 SECONDS_PER_BOUND_INSTRUCTION = 4e-7
 
 
