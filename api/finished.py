@@ -1,13 +1,14 @@
 """``FinishedJobs``: wakes status requests waiting on jobs when workers finish them.
 
 Workers publish a job's id on ``qrs:finished`` when it reaches a final state (``JobStore``).
-A status request for an unfinished job waits here, up to ``QRS_STATUS_HOLD`` seconds, instead
-of polling Redis; one subscription serves every request of the API process.
+A status request for an unfinished job waits here, until the job is ``QRS_STATUS_HOLD``
+seconds old, instead of polling Redis; one subscription serves every request of the API process.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
@@ -33,15 +34,18 @@ class FinishedJobs:
             if not future.done():
                 future.set_result(None)
 
-    async def wait(self, job_id: str, seconds: float) -> None:
+    async def wait(self, job_id: str, seconds: float, finished: Callable[[], Awaitable[bool]] | None = None) -> None:
         """Return when ``job_id`` is published as finished, or after ``seconds``.
 
-        Register first, then let the caller re-read the record: a job that finished in between
-        is seen either way.
+        The waiter is registered first, then ``finished`` (a re-read of the record) is asked: a
+        job that finished just before is seen at once, and one that finishes later wakes the
+        waiter, so no publication falls in between.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, []).append(future)
         try:
+            if finished is not None and await finished():
+                return
             await asyncio.wait_for(future, timeout=seconds)
         except TimeoutError:
             pass

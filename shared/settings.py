@@ -144,9 +144,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # runs (docs/simulation.md); a job predicted past this or its ``max_execution_time`` fails at
     # once with the prediction and the method named, instead of holding a worker.
     max_job_seconds: float = 600.0
-    # Seconds a status request for an unfinished job may wait for it to finish: the client's first
-    # poll comes right after submission, so a small job's result is ready on it (0: answer at once).
-    status_hold: float = 0.25
+    # Age (seconds since submission) up to which a status request for an unfinished job waits for
+    # it to finish: the client's first poll comes right after submission, so a job shorter than
+    # this is seen finished on it; requests for older jobs are answered at once (0: never wait).
+    status_hold: float = 1.0
 
     # == Workers ==
     # Worker name in job records and logs. Empty: ``{hostname}-{pid}-{6 hex}``, the random part

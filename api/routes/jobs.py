@@ -334,14 +334,23 @@ async def load_job(request: Request) -> JobRecord:
 async def get_job(request: Request) -> Response:
     """``GET /jobs/{id}``: the job with ``state.status``; ``params`` unless ``exclude_params=true``.
 
-    A request for an unfinished job waits up to ``QRS_STATUS_HOLD`` seconds for it to finish,
-    so the client's first poll (sent right after submission) usually sees the final state.
+    A request for an unfinished job waits for it to finish until the job is ``QRS_STATUS_HOLD``
+    seconds old, so the client's first poll (sent right after submission) sees the final state
+    of a job that takes less; requests for older jobs are answered at once, as IBM does.
     """
     record = await load_job(request)
-    hold = app_state(request)["settings"].status_hold
+    hold = app_state(request)["settings"].status_hold - max(0.0, time.time() - record.created)
     if not record.status.final and hold > 0:
-        await app_state(request)["finished"].wait(record.id, hold)
-        record = await app_state(request)["store"].get(record.id) or record
+        store = app_state(request)["store"]
+        latest = record
+
+        async def finished() -> bool:
+            nonlocal latest
+            latest = await store.get(record.id) or latest
+            return latest.status.final
+
+        await app_state(request)["finished"].wait(record.id, hold, finished)
+        record = latest if latest.status.final else (await store.get(record.id) or latest)
     params = None
     # Private jobs never return their params (IBM omits them; the client's job.inputs is {}).
     if not record.private and not _bool_param(request.query_params.get("exclude_params")):

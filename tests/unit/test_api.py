@@ -154,3 +154,36 @@ async def test_status_request_waits_briefly_for_a_finishing_job(client: httpx.As
     job = (await client.get(f"/api/v1/jobs/{job_id}", params={"exclude_params": "true"})).json()
     await task
     assert job["state"]["status"] == "Completed"
+
+
+async def test_status_hold_lasts_until_the_job_is_hold_seconds_old(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job finishing 0.6 s after submission is seen finished on the first poll (the client's
+    next poll would be 0.5 s later); a job older than the hold is answered at once."""
+    import asyncio
+    import time
+    import types
+
+    from qiskit_runtime_server.api.routes import jobs as job_routes
+    from qiskit_runtime_server.shared.models import JobStatus
+
+    body = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}}'
+    async with in_process_api({"QRS_STATUS_HOLD": "1.5"}) as http:
+        store = http.app_state["store"]  # type: ignore[attr-defined]
+        job_id = (await http.post("/api/v1/jobs", content=body)).json()["id"]
+
+        async def finish_later() -> None:
+            await asyncio.sleep(0.6)
+            await store.finish(job_id, JobStatus.COMPLETED, b"{}")
+
+        task = asyncio.create_task(finish_later())
+        first = (await http.get(f"/api/v1/jobs/{job_id}", params={"exclude_params": "true"})).json()
+        await task
+        assert first["state"]["status"] == "Completed"
+
+        queued = (await http.post("/api/v1/jobs", content=body)).json()["id"]
+        later = types.SimpleNamespace(time=lambda: time.time() + 60.0)  # the job is a minute old
+        monkeypatch.setattr(job_routes, "time", later)
+        started = time.monotonic()
+        old = (await http.get(f"/api/v1/jobs/{queued}", params={"exclude_params": "true"})).json()
+        assert old["state"]["status"] == "Queued"
+        assert time.monotonic() - started < 1.0  # not held for the 1.5 s
