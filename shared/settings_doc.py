@@ -241,13 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         const=str(ENV_EXAMPLE_PATH),
         metavar="PATH",
-        help=f"write the compose variables file (default {ENV_EXAMPLE_PATH}) from {COMPOSE_PATH} instead",
+        help=f"write the compose variables file (default {ENV_EXAMPLE_PATH}) from {COMPOSE_PATH} (with --write: both)",
     )
     args = parser.parse_args(argv)
     if args.env_example is not None:
         text = render_env_example(COMPOSE_PATH.read_text(encoding="utf-8"))
         Path(args.env_example).write_text(text, encoding="utf-8")
-        return 0
+        if args.write is None:
+            return 0  # only the variables file was asked for
     text = render()
     if args.write is None:
         sys.stdout.write(text)

@@ -41,3 +41,11 @@ def test_write(tmp_path: Path) -> None:
     target = tmp_path / "configuration.md"
     assert settings_doc.main(["--write", str(target)]) == 0
     assert target.read_text(encoding="utf-8") == settings_doc.render()
+
+
+def test_write_with_env_example_writes_both(tmp_path: Path) -> None:
+    """The README's regeneration command passes both flags: each file is written."""
+    page, variables = tmp_path / "configuration.md", tmp_path / ".env.example"
+    assert settings_doc.main(["--write", str(page), "--env-example", str(variables)]) == 0
+    assert page.read_text(encoding="utf-8") == settings_doc.render()
+    assert variables.read_text(encoding="utf-8").strip()
