@@ -97,7 +97,7 @@ class _Search:
     """The dependency graph of a group's instructions and the lookahead search over it."""
 
     def __init__(self, circuit: QuantumCircuit, measured: set[int]) -> None:
-        dag = circuit_to_dag(circuit)
+        dag = circuit_to_dag(circuit, copy_operations=False)  # only read here
         index = {bit: i for i, bit in enumerate(circuit.qubits)}
         self.nodes = [node for node in dag.topological_op_nodes() if node.op.name not in _NOT_SCHEDULED]
         self.qubits = {node: frozenset(index[q] for q in node.qargs) for node in self.nodes}
@@ -117,40 +117,48 @@ class _Search:
 
     def run(self, depth: int) -> tuple[list[DAGOpNode], int]:
         """An order found with ``depth``-deep lookahead and its peak number of live qubits."""
-        state = _State(set(), dict(self.remaining), dict(self.waiting), [n for n in self.nodes if not self.waiting[n]])
+        # Predecessor counts: one table for the whole run, updated in place with the chosen
+        # step; the candidates' lookahead states only hold the counts they changed.
+        waiting = dict(self.waiting)
+        state = _State(set(), dict(self.remaining), {}, [n for n in self.nodes if not waiting[n]])
         order: list[DAGOpNode] = []
         width = 0
         while state.ready:
             choice: tuple[tuple[int, int], int, _State, list[DAGOpNode]] | None = None
             for candidate in state.ready:
-                peak, after, steps = self._closure(candidate, state)
-                ahead = self._score(after, depth - 1)
+                peak, after, steps = self._closure(candidate, state, waiting)
+                ahead = self._score(after, depth - 1, waiting)
                 key = (max(peak, ahead[0]), ahead[1] if depth > 1 else len(after.live))
                 if choice is None or key < choice[0]:
                     choice = (key, peak, after, steps)
             assert choice is not None
             _, peak, state, steps = choice
+            waiting.update(state.waiting)
+            state.waiting = {}
             width = max(width, peak)
             order.extend(steps)
         return order, width
 
-    def _score(self, state: _State, depth: int) -> tuple[int, int]:
+    def _score(self, state: _State, depth: int, waiting: dict[DAGOpNode, int]) -> tuple[int, int]:
         """(peak, live at the end) of the best ``depth`` further choices from ``state``."""
         if depth <= 0 or not state.ready:
             return (len(state.live), len(state.live))
         best: tuple[int, int] | None = None
         for candidate in state.ready:
-            peak, after, _ = self._closure(candidate, state)
-            ahead = self._score(after, depth - 1)
+            peak, after, _ = self._closure(candidate, state, waiting)
+            ahead = self._score(after, depth - 1, waiting)
             key = (max(peak, ahead[0]), ahead[1])
             if best is None or key < best:
                 best = key
         assert best is not None
         return best
 
-    def _closure(self, start: DAGOpNode, state: _State) -> tuple[int, _State, list[DAGOpNode]]:
+    def _closure(
+        self, start: DAGOpNode, state: _State, base: dict[DAGOpNode, int]
+    ) -> tuple[int, _State, list[DAGOpNode]]:
         """Run ``start``, then every ready gate on live qubits; return the peak live count, the
-        state after and the gates run."""
+        state after and the gates run. ``base`` holds the predecessor counts ``state`` did not
+        change."""
         live = set(state.live)
         remaining = dict(state.remaining)
         waiting = dict(state.waiting)
@@ -169,11 +177,14 @@ class _Search:
                 if remaining[q] == 0 and q not in self.measured:
                     live.discard(q)
             for successor in self.successors[node]:
-                waiting[successor] -= 1
-                if waiting[successor] == 0:
+                count = waiting.get(successor, base[successor]) - 1
+                waiting[successor] = count
+                if count == 0:
                     ready.append(successor)
             if not todo:
-                todo = [n for n in ready if self.qubits[n] <= live][:1]
+                follow = next((n for n in ready if self.qubits[n] <= live), None)
+                if follow is not None:
+                    todo.append(follow)
         return peak, _State(live, remaining, waiting, ready), steps
 
 
@@ -181,6 +192,7 @@ class _Search:
 class _State:
     live: set[int]
     remaining: dict[int, int]
+    # Predecessor counts changed since the run's table was last updated.
     waiting: dict[DAGOpNode, int]
     ready: list[DAGOpNode]
 
