@@ -8,8 +8,8 @@ Throughput: ``--jobs`` small Sampler jobs (Bell, 100 shots, fake_manila) are que
 unmodified client before the workers start; jobs/s is taken from the records, first start to
 last finish, each worker's first (cache-warming) job left out; 1, 2 and 4 workers, each on its
 own host. Latency (1 worker): the client's time from ``sampler.run`` to the result for one
-small job, median of ``--probes``, with the status hold (``QRS_STATUS_HOLD=0.25``, the API
-answers the client's first poll as soon as the job is final) and without it (0: the client's
+small job, median of ``--probes``, with the status hold (``QRS_STATUS_HOLD=1``, the default: the
+API answers the client's first poll as soon as the job is final) and without it (0: the client's
 poll schedule decides), and the time from the record's creation to ``Running`` (the doorbell:
 the API publishes ``qrs:enqueued`` and the idle worker's claim starts at once, across the
 network). Needs root (``ip netns``); the delay is ``tc netem`` where the kernel has it, else the
@@ -116,7 +116,7 @@ def _wait(check, timeout: float) -> None:  # type: ignore[no-untyped-def]
 
 
 def throughput(hosts: Hosts, workers: int, jobs: int) -> float:
-    hosts.start_api(0.25)
+    hosts.start_api(1.0)
     try:
         sampler, circuit = hosts.client()
         with hosts.lab.entered("client"):
@@ -170,7 +170,7 @@ def main() -> None:
                 lab.delay(name, delay)
             rates = {n: throughput(hosts, n, args.jobs) for n in (1, 2, 4)}
             print(f"delay {delay} ms: " + ", ".join(f"{n} worker(s) {rate:.1f} jobs/s" for n, rate in rates.items()))
-            for hold in (0.25, 0.0):
+            for hold in (1.0, 0.0):
                 end, pickup = latency(hosts, hold, args.probes)
                 print(
                     f"delay {delay} ms, QRS_STATUS_HOLD={hold:g}: result after {end * 1000:.0f} ms "
