@@ -219,3 +219,14 @@ def test_bindings_beyond_one_chunk_give_the_same_law(monkeypatch: pytest.MonkeyP
     chunked = compile_small_group(*args)
     assert chunked is not None
     assert np.allclose(whole.probabilities(), chunked.probabilities(), atol=1e-12)
+
+
+def test_a_sweep_whose_blocks_would_not_fit_goes_to_aer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-binding superoperators are bounded: past ``MAX_BINDING_BYTES`` the group runs on Aer."""
+    theta = Parameter("θ")
+    circuit = layered_circuit(4, theta)
+    values = np.linspace(0, 3, 64)[:, None]
+    args = (circuit, tuple(range(4)), tuple(range(4)), NoiseChannels(noisy_model()), values, {theta: 0})
+    assert compile_small_group(*args) is not None
+    monkeypatch.setattr(small_groups, "MAX_BINDING_BYTES", 64 * 4096)  # fewer than one block per gate
+    assert compile_small_group(*args) is None

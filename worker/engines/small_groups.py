@@ -54,6 +54,9 @@ SMALL_GROUP_SECONDS_PER_UNIT = 1.0e-9
 SMALL_GROUP_SECONDS_PER_STEP = 2.2e-5
 # Amplitudes of the batched density matrix held at once (bindings run in chunks beyond).
 CHUNK_AMPLITUDES = 2**21
+# Most bytes the per-binding superoperators of one program may take (a two-qubit block is
+# 4 KiB per binding); a group above it (a long sweep over a long circuit) runs on Aer instead.
+MAX_BINDING_BYTES = 2**30
 _RESET_KRAUS = (np.array([[1, 0], [0, 0]], dtype=complex), np.array([[0, 1], [0, 0]], dtype=complex))
 
 
@@ -265,6 +268,13 @@ def compile_small_group(
     if not 2 <= len(qubits) <= MAX_QUBITS:
         return None
     local = {q: i for i, q in enumerate(qubits)}
+    if values.shape[0] > 1:
+        qubit_set = frozenset(circuit.qubits[q] for q in qubits)
+        parameterized = sum(
+            1 for i in circuit.data if i.operation.is_parameterized() and not qubit_set.isdisjoint(i.qubits)
+        )
+        if values.shape[0] * parameterized * 16 * 16 * 16 > MAX_BINDING_BYTES:
+            return None  # each parameterized gate can make a two-qubit block per binding
     position = {c: i for i, c in enumerate(clbits)}
     qubit_index = {bit: i for i, bit in enumerate(circuit.qubits)}
     clbit_index = {bit: i for i, bit in enumerate(circuit.clbits)}
