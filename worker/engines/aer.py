@@ -177,18 +177,14 @@ class AerEngine:
         columns: Mapping[Parameter, int],
         shots: int,
     ) -> SmallGroupProgram | None:
-        """The group as a numpy density-matrix program (``small_groups.py``): always up to
-        ``ALWAYS_QUBITS`` qubits; wider, for a noisy group predicted to run faster so than on Aer."""
+        """The group as a numpy density-matrix program (``small_groups.py``) when
+        :func:`_prefer_small` says so; wider than ``ALWAYS_QUBITS``, only a noisy one."""
         width = len(group.qubits)
         if width > SMALL_GROUP_ALWAYS and (noise_model or backend_noise_model(backend_name)).is_ideal():
             return None
         channels = self.noise.noise_channels(backend_name, noise_model)
         small = compile_small_group(circuit, group.qubits, group.clbits, channels, values, columns)
-        if small is None or width <= SMALL_GROUP_ALWAYS:
-            return small
-        experiments = values.shape[0] if small.bindings > 1 else 1
-        aer = predict_noisy_seconds(width, small.instructions, shots, experiments)
-        return small if small.predicted_seconds(shots) <= aer else None
+        return small if small is not None and _prefer_small(small, small.instructions, shots) else None
 
     def _sample_stabilizer(self, run: StabilizerRun, keep: list[int], seed: int) -> np.ndarray | None:
         """Bits ``(experiments * shots, clbits)`` of a stabilizer run sampled with Stim's Pauli
@@ -257,11 +253,7 @@ class AerEngine:
                 readout = NoiseChannels(sim.options.noise_model)
                 clbits = tuple(range(sub.num_clbits))
                 small = compile_small_group(sub, wires, clbits, readout, sub_values, _columns(sub))
-                if small is not None and (
-                    sub.num_qubits <= SMALL_GROUP_ALWAYS
-                    or small.predicted_seconds(shots)
-                    <= predict_noisy_seconds(sub.num_qubits, sub.size(), shots, experiments)
-                ):
+                if small is not None and _prefer_small(small, sub.size(), shots):
                     self._admit("small_group", sub, shots, bindings, keep, noisy=True, steps=small)
                     bits = small.sample(shots, np.random.default_rng(seed), len(clbits))
                     return bits[:, :, _positions(circuit, sub, group)]
@@ -469,6 +461,19 @@ def _positions(circuit: QuantumCircuit, sub: QuantumCircuit, group: Component) -
     """Where each of ``group``'s classical bits (indices of ``circuit``) sits among ``sub``'s."""
     index = {circuit.find_bit(bit).index: i for i, bit in enumerate(sub.clbits)}
     return [index[c] for c in group.clbits]
+
+
+def _prefer_small(small: SmallGroupProgram, size: int, shots: int) -> bool:
+    """Whether to run ``small`` in numpy rather than its group (``size`` instructions as Aer
+    would get them) on Aer: always up to ``ALWAYS_QUBITS`` qubits, otherwise when it is
+    predicted faster than Aer's faster noisy method."""
+    if small.num_qubits <= SMALL_GROUP_ALWAYS:
+        return True
+    if any(block.superop.shape[0] > 1 for block in small.blocks):
+        aer = predict_noisy_seconds(small.num_qubits, size, shots, small.bindings)
+    else:  # Aer runs a group without parameters once, with every binding's shots
+        aer = predict_noisy_seconds(small.num_qubits, size, shots * small.bindings, 1)
+    return small.predicted_seconds(shots) <= aer
 
 
 def _parallel_bindings(sim: AerSimulator, work: float, experiments: int) -> None:
