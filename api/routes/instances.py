@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import math
 import time
 from datetime import UTC, datetime
 
@@ -19,8 +20,12 @@ from qiskit_runtime_server.shared.store import usage_period
 async def usage(request: Request) -> Response:
     """``GET /instances/usage``: seconds consumed this calendar month (UTC), and the limit if configured.
 
-    ``usage_limit_reached`` turns true once the instance's limit (``QRS_USAGE_LIMIT_SECONDS`` or
-    the access file's ``usage_limits``) is used up; ``POST /jobs`` is then refused with 403.
+    As IBM reports them, in whole seconds: consumed rounded up (a month with any simulation shows
+    at least 1), the limit as an integer when it is one, so the client's
+    ``usage_remaining_seconds`` (limit - consumed) is an integer too. ``usage_limit_reached``
+    compares the exact figures: it turns true once the instance's limit
+    (``QRS_USAGE_LIMIT_SECONDS`` or the access file's ``usage_limits``) is used up; ``POST /jobs``
+    is then refused with 403.
     """
     principal = authenticate(request)
     now = time.time()
@@ -34,8 +39,8 @@ async def usage(request: Request) -> Response:
         {
             "instance_id": principal.instance,
             "plan_id": PLAN_ID,
-            "usage_consumed_seconds": round(consumed, 6),
-            "usage_limit_seconds": limit,
+            "usage_consumed_seconds": math.ceil(round(consumed, 6)),
+            "usage_limit_seconds": int(limit) if limit is not None and float(limit).is_integer() else limit,
             "usage_allocation_seconds": None,
             "usage_limit_reached": limit is not None and consumed >= limit,
             "usage_period": {"start_time": start.isoformat(), "end_time": end.isoformat()},

@@ -187,3 +187,22 @@ async def test_status_hold_lasts_until_the_job_is_hold_seconds_old(monkeypatch: 
         old = (await http.get(f"/api/v1/jobs/{queued}", params={"exclude_params": "true"})).json()
         assert old["state"]["status"] == "Queued"
         assert time.monotonic() - started < 1.0  # not held for the 1.5 s
+
+
+async def test_usage_is_in_whole_seconds_as_ibm_gives_it() -> None:
+    """``GET /instances/usage``: consumed seconds rounded up and an integral limit as integers, so
+    the client's ``usage_remaining_seconds`` (limit - consumed) is an ``int``, as its own
+    integration test expects; ``usage_limit_reached`` compares the exact figures."""
+    from qiskit_runtime_server.shared.models import JobStatus
+
+    body = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}}'
+    async with in_process_api({"QRS_USAGE_LIMIT_SECONDS": "3"}) as http:
+        store = http.app_state["store"]  # type: ignore[attr-defined]
+        fresh = (await http.get("/api/v1/instances/usage")).json()
+        assert fresh["usage_consumed_seconds"] == 0 and fresh["usage_limit_seconds"] == 3
+        job_id = (await http.post("/api/v1/jobs", content=body)).json()["id"]
+        await store.finish(job_id, JobStatus.COMPLETED, b"{}", quantum_seconds=2.25)
+        usage = (await http.get("/api/v1/instances/usage")).json()
+        assert usage["usage_consumed_seconds"] == 3 and isinstance(usage["usage_consumed_seconds"], int)
+        assert isinstance(usage["usage_limit_seconds"], int)
+        assert usage["usage_limit_reached"] is False  # 2.25 s of 3 used: rounded for display only
