@@ -137,50 +137,46 @@ async def test_submit_queues_and_stores_params_verbatim(client: httpx.AsyncClien
     assert other.status_code == 404
 
 
-async def test_status_request_waits_briefly_for_a_finishing_job(client: httpx.AsyncClient) -> None:
+SAMPLER_JOB = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}}'
+
+
+async def first_poll_of_a_job_finishing_after(http: httpx.AsyncClient, seconds: float) -> dict[str, object]:
+    """Submit a job, have it finish ``seconds`` later, and return the first status poll's answer."""
     import asyncio
 
     from qiskit_runtime_server.shared.models import JobStatus
 
-    body = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}}'
-    job_id = (await client.post("/api/v1/jobs", content=body)).json()["id"]
-    store = client.app_state["store"]  # type: ignore[attr-defined]
+    store = http.app_state["store"]  # type: ignore[attr-defined]
+    job_id = (await http.post("/api/v1/jobs", content=SAMPLER_JOB)).json()["id"]
 
-    async def finish_soon() -> None:
-        await asyncio.sleep(0.05)
+    async def finish() -> None:
+        await asyncio.sleep(seconds)
         await store.finish(job_id, JobStatus.COMPLETED, b"{}")
 
-    task = asyncio.create_task(finish_soon())
-    job = (await client.get(f"/api/v1/jobs/{job_id}", params={"exclude_params": "true"})).json()
+    task = asyncio.create_task(finish())
+    job: dict[str, object] = (await http.get(f"/api/v1/jobs/{job_id}", params={"exclude_params": "true"})).json()
     await task
-    assert job["state"]["status"] == "Completed"
+    return job
+
+
+async def test_status_request_waits_briefly_for_a_finishing_job(client: httpx.AsyncClient) -> None:
+    job = await first_poll_of_a_job_finishing_after(client, 0.05)
+    assert job["state"]["status"] == "Completed"  # type: ignore[index]
 
 
 async def test_status_hold_lasts_until_the_job_is_hold_seconds_old(monkeypatch: pytest.MonkeyPatch) -> None:
     """A job finishing 0.6 s after submission is seen finished on the first poll (the client's
     next poll would be 0.5 s later); a job older than the hold is answered at once."""
-    import asyncio
     import time
     import types
 
     from qiskit_runtime_server.api.routes import jobs as job_routes
-    from qiskit_runtime_server.shared.models import JobStatus
 
-    body = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}}'
     async with in_process_api({"QRS_STATUS_HOLD": "1.5"}) as http:
-        store = http.app_state["store"]  # type: ignore[attr-defined]
-        job_id = (await http.post("/api/v1/jobs", content=body)).json()["id"]
+        first = await first_poll_of_a_job_finishing_after(http, 0.6)
+        assert first["state"]["status"] == "Completed"  # type: ignore[index]
 
-        async def finish_later() -> None:
-            await asyncio.sleep(0.6)
-            await store.finish(job_id, JobStatus.COMPLETED, b"{}")
-
-        task = asyncio.create_task(finish_later())
-        first = (await http.get(f"/api/v1/jobs/{job_id}", params={"exclude_params": "true"})).json()
-        await task
-        assert first["state"]["status"] == "Completed"
-
-        queued = (await http.post("/api/v1/jobs", content=body)).json()["id"]
+        queued = (await http.post("/api/v1/jobs", content=SAMPLER_JOB)).json()["id"]
         later = types.SimpleNamespace(time=lambda: time.time() + 60.0)  # the job is a minute old
         monkeypatch.setattr(job_routes, "time", later)
         started = time.monotonic()
@@ -195,12 +191,11 @@ async def test_usage_is_in_whole_seconds_as_ibm_gives_it() -> None:
     integration test expects; ``usage_limit_reached`` compares the exact figures."""
     from qiskit_runtime_server.shared.models import JobStatus
 
-    body = b'{"program_id": "sampler", "backend": "fake_manila", "params": {"pubs": [1]}}'
     async with in_process_api({"QRS_USAGE_LIMIT_SECONDS": "3"}) as http:
         store = http.app_state["store"]  # type: ignore[attr-defined]
         fresh = (await http.get("/api/v1/instances/usage")).json()
         assert fresh["usage_consumed_seconds"] == 0 and fresh["usage_limit_seconds"] == 3
-        job_id = (await http.post("/api/v1/jobs", content=body)).json()["id"]
+        job_id = (await http.post("/api/v1/jobs", content=SAMPLER_JOB)).json()["id"]
         await store.finish(job_id, JobStatus.COMPLETED, b"{}", quantum_seconds=2.25)
         usage = (await http.get("/api/v1/instances/usage")).json()
         assert usage["usage_consumed_seconds"] == 3 and isinstance(usage["usage_consumed_seconds"], int)
