@@ -173,6 +173,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     # a Batch's jobs run side by side. 0: one per usable CPU core; fewer when their jobs' memory
     # would not fit (docs/workers.md). The ``worker`` subcommand is always one worker.
     workers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Processes one estimator job's light-cone pieces run in side by side (mitigated EstimatorV2
+    # jobs split by light cones, e.g. 100-node QAOA), forked from the simulation process and
+    # kept for later jobs (docs/simulation.md). 0: one per CPU core the worker may use; 1: off.
+    piece_processes: Annotated[int, msgspec.Meta(ge=0)] = 0
     # Seconds between a worker's fallback queue polls; idle workers are woken by a pub/sub
     # doorbell when a job is queued.
     poll_delay: float = 0.05

@@ -34,6 +34,8 @@ class ExecutionRequest:
     max_seconds: float | None = None
     # IBM-like timing (docs/timing.md): also work out the job's QPU time (Outcome.qpu_seconds).
     timing: bool = False
+    # Processes the job's estimator pieces may run in (QRS_PIECE_PROCESSES, resolved).
+    processes: int = 1
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def execute(request: ExecutionRequest) -> Outcome:
     engine = engine_for(request.device, _memory_limit_mb)
     # Set-up is not usage: built here, before the clock starts, and cached for later jobs.
     prepare_backend(request.backend)
-    report = engine.begin_job(request.max_seconds)
+    report = engine.begin_job(request.max_seconds, request.processes)
     start = time.perf_counter()
     output = program(params, request.backend, engine, request.defaults)
     elapsed = time.perf_counter() - start

@@ -387,7 +387,7 @@ def test_the_tasks_box_circuits_through_a_classmethod_of_circuit_and_options() -
 
 
 def test_change_basis_boxes_are_named_from_one_class_counter() -> None:
-    """worker/programs/build_cache.py's ``start_job`` resets ``GroupMeasIntoBoxes._REF_COUNTER``:
+    """worker/programs/build_cache.py's ``start_program`` resets ``GroupMeasIntoBoxes._REF_COUNTER``:
     it must still be the class attribute the pass names ``ChangeBasis`` refs from
     (``basis{n}``), so that a reset makes the next job's boxed circuits repeat the names."""
     import itertools
@@ -412,9 +412,9 @@ def test_change_basis_boxes_are_named_from_one_class_counter() -> None:
             for a in inst.operation.annotations if isinstance(a, ChangeBasis)
         ]  # fmt: skip
 
-    build_cache.start_job()
+    build_cache.start_program()
     first = refs()
     assert first == ["basis0"], first
     assert refs() == ["basis1"]  # the counter runs on...
-    build_cache.start_job()
+    build_cache.start_program()
     assert refs() == first  # ...until the next job starts

@@ -103,17 +103,23 @@ class AerEngine:
         # What the current job ran (methods, approximations, predicted time); see begin_job.
         self.report = SimulationReport()
         self.max_job_seconds: float | None = None
+        # Processes a job's estimator pieces may run in (programs/piece_pool.py), and the most
+        # OpenMP threads one Aer run may use (0: Aer's default); a piece helper sets its share.
+        self.processes = 1
+        self.threads = 0
 
     @property
     def cached_groups(self) -> int:
         """Groups on reused wires whose schedule and explicit errors this engine keeps."""
         return len(self.reused)
 
-    def begin_job(self, max_seconds: float | None = None) -> SimulationReport:
+    def begin_job(self, max_seconds: float | None = None, processes: int = 1) -> SimulationReport:
         """Start a job's report; ``max_seconds`` fails the job before any run predicted to take it
-        past that many seconds of simulation in all (``ProgramError`` naming the prediction)."""
+        past that many seconds of simulation in all (``ProgramError`` naming the prediction);
+        ``processes`` is how many processes the job's estimator pieces may share."""
         self.report = SimulationReport()
         self.max_job_seconds = max_seconds
+        self.processes = max(1, processes)
         self.noise.forget_job()
         return self.report
 
@@ -299,6 +305,8 @@ class AerEngine:
             _parallel_bindings(sim, work, experiments)
             self._admit(method, sub, experiment_shots, experiments, keep, noisy=not model.is_ideal())
             pubs = [_sampler_pub(sub, sub_values, shots, bindings)]
+        if self.threads and (sim.options.max_parallel_threads or self.threads + 1) > self.threads:
+            sim.set_options(max_parallel_threads=self.threads)  # a piece helper's share of the cores
         sampler = AerSamplerV2.from_backend(sim, seed=seed)
         try:
             try:

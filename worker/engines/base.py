@@ -24,8 +24,10 @@ class SimulationEngine(Protocol):
     device: str
     # What the current job's runs did (methods, predicted time, approximations).
     report: SimulationReport
+    # Processes the current job's estimator pieces may run in (programs/piece_pool.py).
+    processes: int
 
-    def begin_job(self, max_seconds: float | None = None) -> SimulationReport: ...
+    def begin_job(self, max_seconds: float | None = None, processes: int = 1) -> SimulationReport: ...
 
     def sample(
         self,

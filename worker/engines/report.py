@@ -25,7 +25,8 @@ class SimulationReport:
     ``bound`` the largest per-run bound on the change of an expectation value those
     replacements can cause; ``light_cones`` the estimator pieces (``estimator_cones.py``);
     ``reused`` the groups run on reused wires; ``stim_runs`` the stabilizer runs sampled with
-    Stim's Pauli frames (``stim_sampler.py``).
+    Stim's Pauli frames (``stim_sampler.py``); ``processes`` the processes the estimator
+    pieces ran in side by side (``programs/piece_pool.py``).
     """
 
     methods: Counter[str] = field(default_factory=Counter)
@@ -36,6 +37,7 @@ class SimulationReport:
     light_cones: int = 0
     reused: int = 0
     stim_runs: int = 0
+    processes: int = 1
 
     def add_run(self, method: str, width: int, seconds: float) -> None:
         self.methods[method] += 1
@@ -49,6 +51,17 @@ class SimulationReport:
     def add_approximation(self, approximation: Approximation) -> None:
         self.twirled.update(approximation.errors)
         self.bound = max(self.bound, approximation.bound)
+
+    def absorb(self, other: SimulationReport) -> None:
+        """Add the runs of ``other`` (a piece helper's part of the same job) to this report."""
+        self.methods.update(other.methods)
+        self.widest = max(self.widest, other.widest)
+        self.predicted_seconds += other.predicted_seconds
+        self.twirled.update(other.twirled)
+        self.bound = max(self.bound, other.bound)
+        self.light_cones += other.light_cones
+        self.reused += other.reused
+        self.stim_runs += other.stim_runs
 
     def metadata(self) -> dict[str, Any]:
         """``{"methods": {...}, "widest_group": int, "predicted_seconds": float}``, plus
@@ -64,6 +77,8 @@ class SimulationReport:
             out["qubit_reuse"] = self.reused
         if self.stim_runs:
             out["stabilizer_sampler"] = "stim"
+        if self.processes > 1:
+            out["piece_processes"] = self.processes
         if self.twirled:
             worst = max(self.twirled, key=self.twirled.__getitem__)
             out["approximation"] = {

@@ -11,7 +11,7 @@ they reach the samplex as its ``parameter_values`` input, drawn per job.
 :func:`install` puts :func:`cached_build` in place of the name ``build`` that the task modules
 imported from samplomatic, wraps the tasks' boxing (``MitigationTask._box_circuit`` and
 ``TREX._box_circuit``, a pass manager run per piece: a fifth of an evaluation) in the same kind
-of cache, and :func:`start_job` numbers each job's change-basis boxes from
+of cache, and :func:`start_program` numbers each PUB's change-basis boxes from
 zero (``qiskit_mitigation`` 0.1 and samplomatic 0.21, bounded in ``pyproject.toml``; the
 contracts are tested in ``tests/unit/test_library_contracts.py``). The key is the circuit's
 structure (``engines/circuit_key.py``); a circuit it cannot key (control flow, unknown
@@ -122,14 +122,14 @@ def cached_boxing(boxing: Any) -> Any:
     return box_circuit
 
 
-def start_job() -> None:
-    """Number the job's measurement-basis boxes from zero again.
+def start_program() -> None:
+    """Number the next program's measurement-basis boxes from zero again.
 
     samplomatic names each change-basis box ``basis{n}`` from one counter per process
     (``GroupMeasIntoBoxes._REF_COUNTER``), and the name is both in the boxed circuit and the
     samplex's input: left running, no two jobs would have the same boxed circuits. Numbered per
-    job they stay distinct within the job, where they must (one per item), and a loop's jobs
-    repeat the same names piece by piece.
+    program (one PUB, prepared on its own) they stay distinct within it, where they must (one
+    per item), and a loop's jobs repeat the same names PUB by PUB, in whichever process.
     """
     from samplomatic.transpiler.passes.group_meas_into_boxes import GroupMeasIntoBoxes
 

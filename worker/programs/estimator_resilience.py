@@ -28,6 +28,7 @@ import copy
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -252,8 +253,13 @@ def _run_pub(
     from qiskit_ibm_runtime.results import QuantumProgramItemResult, QuantumProgramResult
 
     from qiskit_runtime_server.worker.engines.aer import backend_noise_model
+    from qiskit_runtime_server.worker.programs import build_cache
     from qiskit_runtime_server.worker.programs.executor import SimulationChoices, _sample_item, add_empty_pauli_signs
 
+    # Each PUB's change-basis boxes are numbered from zero: they need be distinct only within
+    # its own program, and so a loop's jobs repeat the same boxed circuits whichever process
+    # prepares each PUB.
+    build_cache.start_program()
     options = plan.options.model_copy(deep=True)
     if options.resilience.pec_mitigation or (
         options.resilience.zne_mitigation and options.resilience.zne.amplifier == "pea"
@@ -375,7 +381,36 @@ def run_mitigated(
     from qiskit_runtime_server.worker.programs import build_cache
 
     build_cache.install()  # a loop's jobs share their pieces' samplex builds (build_cache.py)
-    build_cache.start_job()
-    rng = np.random.default_rng(seed)
-    results = [_run_pub(i, pub, plan, backend, engine, seed, noise_model, rng) for i, pub in enumerate(pubs)]
+    # One generator per PUB, so the values do not depend on which process ran which PUB.
+    rngs = np.random.default_rng(seed).spawn(len(pubs))
+    work = partial(_run_pub_item, plan, backend, seed, noise_model)
+    items = list(zip(range(len(pubs)), pubs, rngs, strict=True))
+    # Forked helpers on a GPU worker would inherit its CUDA context, which does not survive a fork.
+    processes = engine.processes if engine.device == "CPU" else 1
+    if processes > 1 and len(pubs) > 1:
+        from qiskit_runtime_server.worker.programs.piece_pool import pool_for
+
+        cap = getattr(engine, "max_job_seconds", None)
+        remaining = None if cap is None else cap - engine.report.predicted_seconds
+        results, reports = pool_for(engine, processes).map(
+            work, items, [len(pub.circuit.data) for pub in pubs], remaining
+        )
+        for report in reports:
+            engine.report.absorb(report)
+        engine.report.processes = min(processes, len(pubs))
+    else:
+        results = [work(engine, item) for item in items]
     return PrimitiveResult(results, metadata=result_metadata(plan))
+
+
+def _run_pub_item(
+    plan: ResiliencePlan,
+    backend: str,
+    seed: Any,
+    noise_model: Any,
+    engine: SimulationEngine,
+    item: tuple[int, EstimatorPub, np.random.Generator],
+) -> PubResult:
+    """:func:`_run_pub` for ``(index, pub, rng)``, in the form ``piece_pool.PiecePool.map`` calls."""
+    index, pub, rng = item
+    return _run_pub(index, pub, plan, backend, engine, seed, noise_model, rng)

@@ -67,7 +67,9 @@ class DryRunEngine:
         self._backend = backend
         self.report = SimulationReport()
 
-    def begin_job(self, max_seconds: float | None = None) -> SimulationReport:
+    processes = 1  # nothing to share out: a dry run simulates nothing
+
+    def begin_job(self, max_seconds: float | None = None, processes: int = 1) -> SimulationReport:
         self.report = SimulationReport()
         return self.report
 
