@@ -90,10 +90,9 @@ def test_helpers_are_kept_between_jobs_and_replaced_when_one_dies(monkeypatch: p
     engine = AerEngine()
     _mitigated_job(engine, 2)
     pool = pool_for(engine, 2)
-    pids = [process.pid for process, _ in pool._helpers]
+    pids = pool.pids
     _mitigated_job(engine, 2)
-    assert pool_for(engine, 2) is pool and [p.pid for p, _ in pool._helpers] == pids
-    assert pids[0] is not None
+    assert pool_for(engine, 2) is pool and pool.pids == pids
     os.kill(pids[0], signal.SIGKILL)
     time.sleep(0.2)
     result, _, _ = _mitigated_job(engine, 2)  # new helpers are forked for the next job
@@ -140,7 +139,7 @@ def test_helpers_die_with_the_simulation_process() -> None:
         from qiskit_runtime_server.worker.programs.piece_pool import PiecePool
 
         pool = PiecePool(AerEngine(), 2)
-        print(" ".join(str(process.pid) for process, _ in pool._helpers), flush=True)
+        print(" ".join(str(pid) for pid in pool.pids), flush=True)
         time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -153,3 +152,29 @@ def test_helpers_die_with_the_simulation_process() -> None:
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in pids)
+
+
+def _times_ten(engine: Any, item: int) -> int:
+    return item * 10
+
+
+def _pool_in_daemon(conn: Any) -> None:
+    pool = PiecePool(AerEngine(), 2)
+    try:
+        conn.send(pool.map(_times_ten, [1, 2, 3], [1.0, 1.0, 1.0], None)[0])
+    finally:
+        pool.close()
+
+
+def test_helpers_start_from_a_daemonic_simulation_process() -> None:
+    # The runner starts the simulation process as a daemonic multiprocessing child, which may
+    # not start multiprocessing children of its own.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=_pool_in_daemon, args=(theirs,), daemon=True)
+    process.start()
+    assert ours.poll(60), "no answer from the daemonic process"
+    assert ours.recv() == [10, 20, 30]
+    process.join(10)

@@ -23,10 +23,12 @@ its share of the job's memory cap, and Aer in a helper uses its share of the cor
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -92,6 +94,58 @@ def _serve(conn: Connection, engine: Any, parent: int, threads: int, memory_limi
                 conn.send(("error", ProgramError(f"{type(exc).__name__}: {exc}")))
 
 
+class _Helper:
+    """One forked helper: its pid and our end of its pipe.
+
+    Forked with ``os.fork``, not ``multiprocessing.Process``: the simulation process is itself
+    a daemonic ``multiprocessing`` child, and those may not start ``Process`` children.
+    """
+
+    def __init__(self, engine: Any, threads: int, memory_limit_mb: int | None) -> None:
+        ours, theirs = multiprocessing.Pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the helper
+            code = 0
+            try:
+                ours.close()
+                _serve(theirs, engine, parent, threads, memory_limit_mb)
+            except BaseException:  # nothing may unwind into the parent's code from here
+                code = 1
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.pid = pid
+        self.conn = ours
+        self.exitcode: int | None = None
+
+    def poll(self) -> int | None:
+        """The helper's exit code (``-N``: killed by signal N), or ``None`` while it runs."""
+        if self.exitcode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.exitcode = -1
+                return self.exitcode
+            if pid:
+                self.exitcode = os.waitstatus_to_exitcode(status)
+        return self.exitcode
+
+    def wait(self, timeout: float) -> int | None:
+        """:meth:`poll` until the helper has exited or ``timeout`` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.exitcode
+
+    def stop(self) -> None:
+        self.conn.close()
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.wait(5)
+
+
 class PiecePool:
     """``processes`` helpers forked from this process, each holding ``engine``'s state as it
     was at the fork and growing its own caches.
@@ -105,18 +159,15 @@ class PiecePool:
         self.processes = processes
         share = engine.memory_limit_mb // processes if getattr(engine, "memory_limit_mb", 0) else None
         threads = max(1, usable_cores() // processes)
-        context = multiprocessing.get_context("fork")
-        self._helpers: list[tuple[Any, Connection]] = []
-        for _ in range(processes):
-            ours, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(theirs, engine, os.getpid(), threads, share), daemon=True)
-            process.start()
-            theirs.close()
-            self._helpers.append((process, ours))
+        self._helpers = [_Helper(engine, threads, share) for _ in range(processes)]
+
+    @property
+    def pids(self) -> list[int]:
+        return [helper.pid for helper in self._helpers]
 
     @property
     def alive(self) -> bool:
-        return all(process.is_alive() for process, _ in self._helpers)
+        return all(helper.poll() is None for helper in self._helpers)
 
     def map(
         self,
@@ -131,24 +182,24 @@ class PiecePool:
         """
         shares = deal(costs, self.processes)
         busy = []
-        for (process, conn), share in zip(self._helpers, shares, strict=True):
+        for helper, share in zip(self._helpers, shares, strict=True):
             if share:
-                conn.send((work, [(i, items[i]) for i in share], max_seconds))
-                busy.append((process, conn))
+                helper.conn.send((work, [(i, items[i]) for i in share], max_seconds))
+                busy.append(helper)
         results: list[Any] = [None] * len(items)
         reports: list[SimulationReport] = []
         failure: BaseException | None = None
-        for process, conn in busy:
+        for helper in busy:
             try:
-                reply = conn.recv()
+                reply = helper.conn.recv()
             except (EOFError, OSError):
-                process.join(timeout=5)
+                exitcode = helper.wait(5)
                 self.close()
                 from qiskit_runtime_server.worker.runner import describe_exit
 
                 raise ProgramError(
                     f"A process running the job's light-cone pieces stopped: "
-                    f"{describe_exit(process.exitcode, getattr(self.engine, 'memory_limit_mb', None))}"
+                    f"{describe_exit(exitcode, getattr(self.engine, 'memory_limit_mb', None))}"
                 ) from None
             if reply[0] == "ok":
                 for index, result in reply[1]:
@@ -161,11 +212,8 @@ class PiecePool:
         return results, reports
 
     def close(self) -> None:
-        for process, conn in self._helpers:
-            conn.close()
-            if process.is_alive():
-                process.kill()
-            process.join(timeout=5)
+        for helper in self._helpers:
+            helper.stop()
         self._helpers = []
 
 
