@@ -175,7 +175,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_env_name):
     workers: Annotated[int, msgspec.Meta(ge=0)] = 0
     # Processes one estimator job's light-cone pieces run in side by side (mitigated EstimatorV2
     # jobs split by light cones, e.g. 100-node QAOA), forked from the simulation process and
-    # kept for later jobs (docs/simulation.md). 0: one per CPU core the worker may use; 1: off.
+    # kept for later jobs (docs/simulation.md). 0: one per CPU core the worker may use, at most
+    # one per GiB of QRS_JOB_MEMORY_LIMIT (a helper may hold about 0.7 GiB); 1: none.
     piece_processes: Annotated[int, msgspec.Meta(ge=0)] = 0
     # Seconds between a worker's fallback queue polls; idle workers are woken by a pub/sub
     # doorbell when a job is queued.

@@ -34,7 +34,8 @@ class ExecutionRequest:
     max_seconds: float | None = None
     # IBM-like timing (docs/timing.md): also work out the job's QPU time (Outcome.qpu_seconds).
     timing: bool = False
-    # Processes the job's estimator pieces may run in (QRS_PIECE_PROCESSES, resolved).
+    # Processes the job's estimator pieces may run in (QRS_PIECE_PROCESSES; 0: the simulation
+    # process decides, worker/programs/piece_pool.py's default_processes).
     processes: int = 1
 
 

@@ -30,6 +30,7 @@ from qiskit_runtime_server.worker.jobspec import ExecutionRequest, Outcome
 from qiskit_runtime_server.worker.programs.device_class import job_device_class
 from qiskit_runtime_server.worker.programs.executor import run_executor
 from qiskit_runtime_server.worker.programs.noise_learner import run_noise_learner
+from qiskit_runtime_server.worker.programs.piece_pool import default_processes
 from qiskit_runtime_server.worker.programs.primitives import PROGRAMS as PRIMITIVES
 from qiskit_runtime_server.worker.programs.qasm_input import circuits_from_qasm
 from qiskit_runtime_server.worker.programs.qpu_time import job_qpu_seconds
@@ -106,7 +107,8 @@ def execute(request: ExecutionRequest) -> Outcome:
     engine = engine_for(request.device, _memory_limit_mb)
     # Set-up is not usage: built here, before the clock starts, and cached for later jobs.
     prepare_backend(request.backend)
-    report = engine.begin_job(request.max_seconds, request.processes)
+    processes = request.processes or default_processes(engine.memory_limit_mb)
+    report = engine.begin_job(request.max_seconds, processes)
     start = time.perf_counter()
     output = program(params, request.backend, engine, request.defaults)
     elapsed = time.perf_counter() - start

@@ -40,7 +40,6 @@ from qiskit_runtime_server.shared.routing import Router
 from qiskit_runtime_server.shared.settings import Settings
 from qiskit_runtime_server.shared.store import Claim, JobStore, StaleClaim
 from qiskit_runtime_server.worker.cancellation import POLL_INTERVAL, run_unless_cancelled
-from qiskit_runtime_server.worker.embedded import usable_cores
 from qiskit_runtime_server.worker.errors import ProgramError, plain_text
 from qiskit_runtime_server.worker.jobspec import Defaults, ExecutionRequest
 from qiskit_runtime_server.worker.runner import ProgramRunner, RunnerCrashed, RunnerStopped
@@ -226,7 +225,7 @@ def _request(
         device=settings.device,
         defaults=Defaults(settings.default_shots, settings.default_precision, settings.max_shots),
         limits=settings.job_limits,
-        processes=settings.piece_processes or usable_cores(),
+        processes=settings.piece_processes,
         **extra,
     )
 

@@ -202,7 +202,10 @@ def test_pec_removes_most_bias(pec, trex, unmitigated) -> None:
 
 
 def test_zne_with_pea_amplifier(kolkata, pub, trex) -> None:
-    result = run(kolkata, pub, resilience={"zne_mitigation": True, "zne": {"amplifier": "pea"}})
+    # PEA's extrapolated values are the noisiest (their stds reach 0.1-0.2 at 0.015): at the
+    # default 0.03 one run's error is as large as the bias it removes. At 0.015 the error over
+    # seeds 10-19 was 0.04-0.21 (median 0.09) against 0.6 x TREX's 0.19; the seed is fixed.
+    result = run(kolkata, pub, precision=0.015, resilience={"zne_mitigation": True, "zne": {"amplifier": "pea"}})
     assert error(result) < 0.6 * error(trex)
     assert result.metadata["resilience"]["zne"]["amplifier"] == "pea"
     # PEA forces gate twirling, as on IBM.

@@ -178,3 +178,10 @@ def test_helpers_start_from_a_daemonic_simulation_process() -> None:
     assert ours.poll(60), "no answer from the daemonic process"
     assert ours.recv() == [10, 20, 30]
     process.join(10)
+
+
+def test_default_helpers_are_bounded_by_cores_and_by_the_job_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(piece_pool, "usable_cores", lambda: 8)
+    assert piece_pool.default_processes(4096) == 4  # docker-compose's cap: 4 helpers of 1 GiB
+    assert piece_pool.default_processes(65536) == 8
+    assert piece_pool.default_processes(512) == 1
